@@ -1,0 +1,300 @@
+"""REPPO training iteration: ``make_train(config, env) -> (init, iteration)``, pure and jittable (spec section 1).
+
+One iteration: freeze pi_old, roll out N envs for T steps, compute soft TD(lambda) targets once, then E epochs of
+M minibatches (critic step, actor step against the just-updated critic, dual step), then update the observation
+statistics. Everything runs inside ``lax.scan``; no PRNG key is used twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from reppo.algo import distributions, losses
+from reppo.algo.hl_gauss import HLGauss
+from reppo.algo.targets import soft_td_lambda
+from reppo.config import Config
+from reppo.envs.base import EnvState, VecEnv
+from reppo.nets import Actor, Critic
+from reppo.normalization import RunningStats
+
+# Actions sent to the environment are clipped to [-1 + eps, 1 - eps] (spec section 2).
+ACTION_EPS = 1e-5
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a REPPO run carries from one iteration to the next."""
+
+    actor_params: dict
+    critic_params: dict
+    log_duals: jax.Array
+    """(log alpha, log beta)."""
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+    dual_opt: optax.OptState
+    obs_stats: RunningStats
+    critic_obs_stats: RunningStats
+    env_state: EnvState
+    key: jax.Array
+    iteration: jax.Array
+
+
+@struct.dataclass
+class Transition:
+    """One rollout step for all envs (time-major after the scan); observations raw (unnormalised)."""
+
+    obs: jax.Array
+    critic_obs: jax.Array
+    actions: jax.Array
+    log_probs: jax.Array
+    rewards: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    next_obs: jax.Array
+    next_critic_obs: jax.Array
+
+
+@struct.dataclass
+class Policy:
+    """What acting needs: the actor's apply function is static, the rest are arrays."""
+
+    params: dict
+    obs_stats: RunningStats
+
+
+class REPPO(struct.PyTreeNode):
+    """Static pieces of a run (networks, optimisers, bin layout) built from a Config; methods are pure."""
+
+    config: Config = struct.field(pytree_node=False)
+    env: VecEnv = struct.field(pytree_node=False)
+    actor: Actor = struct.field(pytree_node=False)
+    critic: Critic = struct.field(pytree_node=False)
+    actor_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    critic_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    dual_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    hl: HLGauss = struct.field(pytree_node=False)
+
+    # ---- acting -------------------------------------------------------------------------------------------
+    def policy_dist(self, actor_params, obs_stats: RunningStats, raw_obs: jax.Array):
+        return self.actor.apply(actor_params, obs_stats.normalize(raw_obs))
+
+    def critic_q(self, critic_params, critic_obs: jax.Array, actions: jax.Array) -> jax.Array:
+        logits = self.critic.apply(critic_params, critic_obs, actions, method="q_logits")
+        return self.hl.to_value(logits)
+
+    # ---- init ---------------------------------------------------------------------------------------------
+    def init(self, key: jax.Array) -> TrainState:
+        c, env = self.config, self.env
+        k_actor, k_critic, k_env, key = jax.random.split(key, 4)
+        obs = jnp.zeros((1, env.obs_size))
+        actor_params = self.actor.init(k_actor, obs)
+        critic_params = self.critic.init(k_critic, jnp.zeros((1, env.critic_obs_size)), jnp.zeros((1, env.action_size)))
+        log_duals = jnp.log(jnp.array([c.init_alpha, c.init_beta], jnp.float32))
+        env_state = env.reset(k_env)
+        return TrainState(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            log_duals=log_duals,
+            actor_opt=self.actor_tx.init(actor_params),
+            critic_opt=self.critic_tx.init(critic_params),
+            dual_opt=self.dual_tx.init(log_duals),
+            # Start the statistics from the first observations so the first rollout is already normalised.
+            obs_stats=RunningStats.create(env.obs_size).update(env_state.obs),
+            critic_obs_stats=RunningStats.create(env.critic_obs_size).update(env_state.critic_obs),
+            env_state=env_state,
+            key=key,
+            iteration=jnp.zeros((), jnp.int32),
+        )
+
+    # ---- rollout ------------------------------------------------------------------------------------------
+    def rollout(self, state: TrainState, key: jax.Array) -> tuple[EnvState, Transition]:
+        """T steps of all envs with a ~ pi_theta; normalisation statistics frozen."""
+        k_pool, k_steps = jax.random.split(key)
+        env_state = self.env.prepare_rollout(state.env_state, k_pool)
+
+        def step(env_state: EnvState, step_key: jax.Array):
+            mean, std = self.policy_dist(state.actor_params, state.obs_stats, env_state.obs)
+            action, _, log_prob = distributions.sample(step_key, mean, std)
+            action = jnp.clip(action, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
+            next_state, result = self.env.step(env_state, action)
+            transition = Transition(
+                obs=env_state.obs,
+                critic_obs=env_state.critic_obs,
+                actions=action,
+                log_probs=log_prob,
+                rewards=result.reward,
+                terminated=result.terminated,
+                truncated=result.truncated,
+                next_obs=result.next_obs,
+                next_critic_obs=result.next_critic_obs,
+            )
+            return next_state, transition
+
+        return jax.lax.scan(step, env_state, jax.random.split(k_steps, self.config.num_steps))
+
+    # ---- targets ------------------------------------------------------------------------------------------
+    def soft_values(self, state: TrainState, next_obs: jax.Array, next_critic_obs: jax.Array, key: jax.Array):
+        """V(x) = (1/K) sum_k [Q(x, a_k) - alpha log pi(a_k|x)], a_k ~ pi_theta (spec section 3), evaluated in
+        chunks of at most ``value_chunk_size`` (state, sample) rows. Inputs are flat, normalised (B, ...).
+        Also returns the first sample a_1 per state, used as the next action of the auxiliary target."""
+        c = self.config
+        k_samples = c.num_value_samples
+        alpha = jnp.exp(state.log_duals[0])
+        size = next_obs.shape[0]
+        chunk = max(1, min(size, c.value_chunk_size // k_samples))
+        num_chunks = -(-size // chunk)
+        pad = num_chunks * chunk - size
+
+        def chunked(x):
+            x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+            return x.reshape(num_chunks, chunk, *x.shape[1:])
+
+        def value_chunk(args):
+            obs, critic_obs, chunk_key = args
+            mean, std = self.actor.apply(state.actor_params, obs)
+            noise_shape = (k_samples, *mean.shape)
+            u = mean + std * jax.random.normal(chunk_key, noise_shape)
+            actions = jnp.tanh(u)
+            log_probs = distributions.log_prob_from_pre_tanh(u, mean, std)
+            critic_in = jnp.broadcast_to(critic_obs, (k_samples, *critic_obs.shape))
+            q = self.critic_q(state.critic_params, critic_in, actions)
+            return jnp.mean(q - alpha * log_probs, axis=0), actions[0]
+
+        keys = jax.random.split(key, num_chunks)
+        values, first_actions = jax.lax.map(value_chunk, (chunked(next_obs), chunked(next_critic_obs), keys))
+        values = values.reshape(-1)[:size]
+        first_actions = first_actions.reshape(-1, first_actions.shape[-1])[:size]
+        return values, jnp.clip(first_actions, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
+
+    # ---- update -------------------------------------------------------------------------------------------
+    def update_minibatch(self, state: TrainState, mb: losses.Minibatch, key: jax.Array, old_actor_params):
+        c = self.config
+        # 1. critic step
+        (_, critic_info), grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+            state.critic_params, self.critic.apply, mb, self.hl, c.aux_coef
+        )
+        updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic_params)
+        critic_params = optax.apply_updates(state.critic_params, updates)
+        critic_info["critic_grad_norm"] = optax.global_norm(grads)
+
+        # 2. actor step against the just-updated critic (its parameters closed over, so they get no gradient)
+        alpha, beta = jnp.exp(state.log_duals[0]), jnp.exp(state.log_duals[1])
+        old_mean, old_std = self.actor.apply(old_actor_params, mb.obs)
+        critic_q = lambda x, a: self.critic_q(critic_params, x, a)
+        (_, (stats, actor_info)), grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
+            state.actor_params, self.actor.apply, old_mean, old_std, critic_q, mb.obs, mb.critic_obs, key,
+            alpha, beta, c.kl_bound, c.num_kl_samples,
+        )
+        updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor_params)
+        actor_params = optax.apply_updates(state.actor_params, updates)
+        actor_info["actor_grad_norm"] = optax.global_norm(grads)
+
+        # 3. dual step on (log alpha, log beta)
+        target_entropy = -c.entropy_coef * self.env.action_size
+        dual_grads = jax.grad(losses.dual_loss)(state.log_duals, stats, target_entropy, c.kl_bound)
+        updates, dual_opt = self.dual_tx.update(dual_grads, state.dual_opt, state.log_duals)
+        log_duals = optax.apply_updates(state.log_duals, updates)
+
+        new_state = state.replace(
+            actor_params=actor_params, critic_params=critic_params, log_duals=log_duals,
+            actor_opt=actor_opt, critic_opt=critic_opt, dual_opt=dual_opt,
+        )
+        return new_state, {**critic_info, **actor_info}
+
+    # ---- one iteration ------------------------------------------------------------------------------------
+    def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        c = self.config
+        key, k_rollout, k_values, k_update = jax.random.split(state.key, 4)
+        old_actor_params = state.actor_params  # pi_old: a frozen copy, not a Polyak target
+
+        env_state, traj = self.rollout(state, k_rollout)
+
+        flat = lambda x: x.reshape(c.batch_size, *x.shape[2:])
+        norm_obs = state.obs_stats.normalize
+        norm_critic = state.critic_obs_stats.normalize
+        next_values, next_actions = self.soft_values(
+            state, flat(norm_obs(traj.next_obs)), flat(norm_critic(traj.next_critic_obs)), k_values
+        )
+        next_values = next_values.reshape(c.num_steps, c.num_envs)
+        alpha = jnp.exp(state.log_duals[0])
+        # log pi(a_{t+1} | x_{t+1}): pi_theta = pi_old here, so the rollout's own log-probs are exact.
+        next_log_probs = jnp.concatenate([traj.log_probs[1:], traj.log_probs[-1:]], axis=0)
+        returns = soft_td_lambda(
+            traj.rewards, traj.terminated, traj.truncated, next_values, next_log_probs, alpha, c.gamma, c.lam
+        )
+
+        data = losses.Minibatch(
+            obs=flat(norm_obs(traj.obs)),
+            critic_obs=flat(norm_critic(traj.critic_obs)),
+            actions=flat(traj.actions),
+            rewards=flat(traj.rewards),
+            terminated=flat(traj.terminated),
+            returns=flat(returns),
+            next_critic_obs=flat(norm_critic(traj.next_critic_obs)),
+            next_actions=next_actions,
+        )
+
+        def epoch(state: TrainState, epoch_key: jax.Array):
+            k_perm, k_mb = jax.random.split(epoch_key)
+            perm = jax.random.permutation(k_perm, c.batch_size)
+            shuffled = jax.tree.map(
+                lambda x: x[perm].reshape(c.num_minibatches, c.minibatch_size, *x.shape[1:]), data
+            )
+
+            def minibatch(state, args):
+                mb, mb_key = args
+                return self.update_minibatch(state, mb, mb_key, old_actor_params)
+
+            return jax.lax.scan(minibatch, state, (shuffled, jax.random.split(k_mb, c.num_minibatches)))
+
+        state, infos = jax.lax.scan(epoch, state, jax.random.split(k_update, c.num_epochs))
+        metrics = jax.tree.map(jnp.mean, infos)
+
+        state = state.replace(
+            obs_stats=state.obs_stats.update(traj.obs),
+            critic_obs_stats=state.critic_obs_stats.update(traj.critic_obs),
+            env_state=env_state,
+            key=key,
+            iteration=state.iteration + 1,
+        )
+        metrics.update(
+            alpha=jnp.exp(state.log_duals[0]),
+            beta=jnp.exp(state.log_duals[1]),
+            target_mean=jnp.mean(returns),
+            clipped_target_frac=self.hl.clipped_fraction(returns),
+            rollout_reward=jnp.mean(traj.rewards),
+            episodes_ended=jnp.sum(jnp.maximum(traj.terminated, traj.truncated)),
+        )
+        return state, metrics
+
+
+def _adam(lr: float, max_grad_norm: float | None) -> optax.GradientTransformation:
+    if max_grad_norm is None:
+        return optax.adam(lr)
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
+
+
+def make_train(config: Config, env: VecEnv) -> tuple[Callable, Callable, REPPO]:
+    """Build the pure functions of a run: ``init(key) -> TrainState`` and ``iteration(state) -> (state, metrics)``.
+
+    ``config`` must be resolved (gamma, v_min, v_max filled in; see ``reppo.config.resolve``).
+    """
+    if config.gamma is None or config.v_min is None or config.v_max is None:
+        raise ValueError("make_train needs a resolved Config (gamma, v_min, v_max set); call reppo.config.resolve")
+    hl = HLGauss.create(config.v_min, config.v_max, config.num_bins, config.hl_gauss_sigma)
+    algo = REPPO(
+        config=config,
+        env=env,
+        actor=Actor(env.action_size, config.actor_width, config.actor_depth, config.min_std),
+        critic=Critic(config.critic_width, config.critic_depth, tuple(hl.to_probs(jnp.zeros(())).tolist())),
+        actor_tx=_adam(config.actor_lr, config.max_grad_norm),
+        critic_tx=_adam(config.critic_lr, config.max_grad_norm),
+        dual_tx=_adam(config.dual_lr, None),
+        hl=hl,
+    )
+    return algo.init, algo.iteration, algo

@@ -1,0 +1,190 @@
+"""Hyperparameters of a REPPO run, the named presets and their validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+PresetName = Literal["cpu", "paper-small", "paper-medium", "paper-large"]
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message is one line naming the field, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """One REPPO training run. Every field is a CLI flag of `reppo train` (underscores become hyphens)."""
+
+    # --- run ---
+    env: str = "CartpoleBalance"
+    """MuJoCo Playground task id (DM Control suite, locomotion) or ToyAsymmetric."""
+    preset: PresetName = "cpu"
+    """Named hyperparameter set applied before any other flag: cpu (2-core machine) or the paper's settings."""
+    seed: int = 1
+    """PRNG seed; the whole run is a deterministic function of it."""
+    total_steps: int = 3_500_000
+    """Training budget in environment steps (rounded up to whole iterations)."""
+    impl: Literal["jax", "warp"] = "jax"
+    """MJX physics backend. 'jax' is several times faster on CPU than Playground's default 'warp'."""
+
+    # --- data collection ---
+    num_envs: int = 512
+    """N: parallel training environments."""
+    num_steps: int = 16
+    """T: rollout length per environment and iteration."""
+    num_epochs: int = 4
+    """E: passes over each iteration's batch."""
+    num_minibatches: int = 8
+    """M: minibatches per epoch; must divide num_envs * num_steps."""
+
+    # --- returns and critic ---
+    gamma: float | None = None
+    """Discount; None takes the task preset (0.99 DM Control, 0.97 locomotion)."""
+    lam: float = 0.95
+    """TD(lambda) parameter."""
+    v_min: float | None = None
+    """Lower end of the critic's value range; None takes the task preset."""
+    v_max: float | None = None
+    """Upper end of the critic's value range; None takes the task preset."""
+    num_bins: int = 151
+    """K_b: HL-Gauss bins."""
+    hl_gauss_sigma: float = 0.75
+    """HL-Gauss smoothing sigma as a fraction of the bin width."""
+    num_value_samples: int = 4
+    """K: policy samples per state for the soft value estimate V(x) in the TD(lambda) targets."""
+    value_chunk_size: int = 65536
+    """Rows (states x K samples) evaluated at once when estimating V; bounds the memory of the target step."""
+    aux_coef: float = 1.0
+    """Weight of the auxiliary reward / next-embedding prediction loss."""
+
+    # --- networks and optimisation ---
+    critic_width: int = 128
+    """Hidden width of the critic."""
+    critic_depth: int = 2
+    """Normalised blocks in the critic encoder (each head adds one more)."""
+    actor_width: int = 128
+    """Hidden width of the actor."""
+    actor_depth: int = 3
+    """Normalised blocks in the actor."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critic."""
+    dual_lr: float = 3e-3
+    """Adam learning rate of log alpha and log beta (own optimiser, no clipping)."""
+    max_grad_norm: float = 0.5
+    """Global-norm gradient clip of actor and critic."""
+    min_std: float = 1e-3
+    """Added to the policy's exp(log_std)."""
+
+    # --- trust region and entropy ---
+    kl_bound: float = 0.1
+    """eps_KL: per-state forward KL above which the actor minimises beta * KL instead of the soft Q objective."""
+    num_kl_samples: int = 4
+    """S: samples from pi_old per state for the KL estimate."""
+    entropy_coef: float = 0.5
+    """c_H: target entropy is -c_H * action_dim."""
+    init_alpha: float = 0.01
+    """Initial entropy temperature."""
+    init_beta: float = 0.01
+    """Initial KL multiplier."""
+
+    # --- evaluation and logging ---
+    eval_every: int = 250_000
+    """Evaluate every this many env steps (and at the end)."""
+    eval_envs: int = 16
+    """Parallel evaluation episodes (deterministic policy, whole episodes)."""
+    run_dir: str | None = None
+    """Run folder; default runs/<env>__<preset>__<seed>__<time>."""
+    progress: bool = True
+    """Show the live progress display."""
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_iterations(self) -> int:
+        return math.ceil(self.total_steps / self.batch_size)
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    # The Config defaults: sized for a 2-core CPU, CartpoleBalance reaches 800 in a few minutes.
+    "cpu": {},
+    # Spec section 7 (paper): N = 1024, minibatch 2048, 8 epochs, widths 512, 50M steps.
+    "paper-small": dict(
+        num_envs=1024, num_steps=32, num_epochs=8, num_minibatches=16, critic_width=512, actor_width=512,
+        num_value_samples=64, dual_lr=3e-4, eval_every=1_000_000, total_steps=50_000_000,
+    ),
+    "paper-medium": dict(
+        num_envs=1024, num_steps=64, num_epochs=8, num_minibatches=32, critic_width=512, actor_width=512,
+        num_value_samples=64, dual_lr=3e-4, eval_every=1_000_000, total_steps=50_000_000,
+    ),
+    "paper-large": dict(
+        num_envs=1024, num_steps=128, num_epochs=8, num_minibatches=64, critic_width=512, actor_width=512,
+        num_value_samples=64, dual_lr=3e-4, eval_every=1_000_000, total_steps=50_000_000,
+    ),
+}
+
+
+def preset_config(name: str, **overrides) -> Config:
+    """The Config of a named preset, with ``overrides`` applied on top."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset={name!r} is not a preset; allowed: {', '.join(PRESETS)}")
+    return Config(preset=name, **{**PRESETS[name], **overrides})
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError (one line) for the first value that is out of range. Runs before anything compiles."""
+    c = config
+    _require(c.preset in PRESETS, f"preset={c.preset!r} is not a preset; allowed: {', '.join(PRESETS)}")
+    _require(c.impl in ("jax", "warp"), f"impl={c.impl!r} is not allowed; allowed: jax, warp")
+    for name in ("total_steps", "num_envs", "num_steps", "num_epochs", "num_minibatches", "num_value_samples",
+                 "num_kl_samples", "critic_width", "actor_width", "critic_depth", "actor_depth", "eval_every",
+                 "eval_envs", "value_chunk_size"):
+        value = getattr(c, name)
+        _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                 f"{name}={value!r} must be a positive integer")
+    _require(c.num_bins >= 3, f"num_bins={c.num_bins} must be at least 3")
+    _require(c.batch_size % c.num_minibatches == 0,
+             f"num_minibatches={c.num_minibatches} must divide num_envs * num_steps = {c.batch_size}")
+    for name in ("actor_lr", "critic_lr", "dual_lr", "max_grad_norm", "kl_bound", "init_alpha", "init_beta",
+                 "hl_gauss_sigma"):
+        value = getattr(c, name)
+        _require(math.isfinite(value) and value > 0, f"{name}={value!r} must be a finite number > 0")
+    for name in ("aux_coef", "min_std", "entropy_coef"):
+        value = getattr(c, name)
+        _require(math.isfinite(value) and value >= 0, f"{name}={value!r} must be a finite number >= 0")
+    _require(0.0 <= c.lam <= 1.0, f"lam={c.lam} must be in [0, 1]")
+    if c.gamma is not None:
+        _require(0.0 < c.gamma <= 1.0, f"gamma={c.gamma} must be in (0, 1]")
+    if c.v_min is not None and c.v_max is not None:
+        _require(c.v_min < c.v_max, f"v_min={c.v_min} must be below v_max={c.v_max}")
+
+
+def resolve(config: Config) -> Config:
+    """Validate and fill the task presets (gamma, v_min, v_max) from the env. Raises ConfigError or UnknownEnvError."""
+    from reppo.envs import task_defaults
+
+    validate(config)
+    task = task_defaults(config.env)
+    resolved = dataclasses.replace(
+        config,
+        gamma=task.gamma if config.gamma is None else config.gamma,
+        v_min=task.v_min if config.v_min is None else config.v_min,
+        v_max=task.v_max if config.v_max is None else config.v_max,
+    )
+    validate(resolved)
+    return resolved

@@ -1,0 +1,90 @@
+"""Actor and critic networks (spec sections 2 and 4).
+
+Both are stacks of normalised blocks ``Linear -> LayerNorm -> SiLU``. The critic embeds (x, a) with an encoder
+phi, reads HL-Gauss logits from a Q head and, for the auxiliary self-predictive loss, predicts the reward and the
+next embedding from an auxiliary head.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Initial logits are `ZERO_VALUE_LOGIT_SCALE * p(0)`, p(0) the HL-Gauss encoding of the value 0, as a trainable
+# bias: softmax of it puts nearly all mass on the bins around 0, so Q starts at about 0 instead of at the centre
+# of [v_min, v_max] (the authors' constant, about 40).
+ZERO_VALUE_LOGIT_SCALE = 40.0
+
+
+class Block(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.silu(nn.LayerNorm()(nn.Dense(self.width)(x)))
+
+
+class Actor(nn.Module):
+    """Tanh-Gaussian policy head: returns (mean, std) of the pre-tanh Gaussian."""
+
+    action_size: int
+    width: int
+    depth: int
+    min_std: float
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = obs
+        for _ in range(self.depth):
+            h = Block(self.width)(h)
+        small = nn.initializers.variance_scaling(0.01, "fan_in", "truncated_normal")
+        mean = nn.Dense(self.action_size, kernel_init=small)(h)
+        log_std = nn.Dense(self.action_size, kernel_init=small)(h)
+        std = jnp.exp(jnp.minimum(log_std, self.log_std_max)) + self.min_std
+        return mean, std
+
+
+class Critic(nn.Module):
+    """HL-Gauss Q-function with an auxiliary (reward, next-embedding) prediction head."""
+
+    width: int
+    encoder_depth: int
+    zero_value_probs: tuple[float, ...]
+    """HL-Gauss encoding p(0) of the value 0 (K_b floats); sets the initial logit bias."""
+
+    def setup(self):
+        self.encoder = [Block(self.width) for _ in range(self.encoder_depth)]
+        self.q_block = Block(self.width)
+        small = nn.initializers.variance_scaling(0.01, "fan_in", "truncated_normal")
+        self.q_out = nn.Dense(
+            len(self.zero_value_probs),
+            kernel_init=small,
+            bias_init=lambda *_: ZERO_VALUE_LOGIT_SCALE * jnp.asarray(self.zero_value_probs, jnp.float32),
+        )
+        self.aux_block = Block(self.width)
+        self.aux_out = nn.Dense(1 + self.width)
+
+    def embed(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """phi(x, a)."""
+        h = jnp.concatenate([obs, action], axis=-1)
+        for block in self.encoder:
+            h = block(h)
+        return h
+
+    def logits(self, embedding: jax.Array) -> jax.Array:
+        return self.q_out(self.q_block(embedding))
+
+    def predict_aux(self, embedding: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Predicted (reward, next embedding) from phi(x_t, a_t)."""
+        out = self.aux_out(self.aux_block(embedding))
+        return out[..., 0], out[..., 1:]
+
+    def q_logits(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """HL-Gauss logits of Q(x, a), without the auxiliary head."""
+        return self.logits(self.embed(obs, action))
+
+    def __call__(self, obs: jax.Array, action: jax.Array):
+        emb = self.embed(obs, action)
+        return self.logits(emb), self.predict_aux(emb)
