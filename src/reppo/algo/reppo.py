@@ -207,37 +207,36 @@ class REPPO(struct.PyTreeNode):
         return new_state, {**critic_info, **actor_info}
 
     # ---- one iteration ------------------------------------------------------------------------------------
-    def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+    def compute_targets(self, state: TrainState, traj: Transition, key: jax.Array) -> losses.Minibatch:
+        """Soft TD(lambda) targets for the whole rollout (once per iteration) and the flat, normalised batch."""
         c = self.config
-        key, k_rollout, k_values, k_update = jax.random.split(state.key, 4)
-        old_actor_params = state.actor_params  # pi_old: a frozen copy, not a Polyak target
-
-        env_state, traj = self.rollout(state, k_rollout)
-
         flat = lambda x: x.reshape(c.batch_size, *x.shape[2:])
         norm_obs = state.obs_stats.normalize
         norm_critic = state.critic_obs_stats.normalize
-        next_values, next_actions = self.soft_values(
-            state, flat(norm_obs(traj.next_obs)), flat(norm_critic(traj.next_critic_obs)), k_values
-        )
-        next_values = next_values.reshape(c.num_steps, c.num_envs)
+        next_critic_obs = flat(norm_critic(traj.next_critic_obs))
+        next_values, next_actions = self.soft_values(state, flat(norm_obs(traj.next_obs)), next_critic_obs, key)
         alpha = jnp.exp(state.log_duals[0])
         # log pi(a_{t+1} | x_{t+1}): pi_theta = pi_old here, so the rollout's own log-probs are exact.
         next_log_probs = jnp.concatenate([traj.log_probs[1:], traj.log_probs[-1:]], axis=0)
         returns = soft_td_lambda(
-            traj.rewards, traj.terminated, traj.truncated, next_values, next_log_probs, alpha, c.gamma, c.lam
+            traj.rewards, traj.terminated, traj.truncated, next_values.reshape(c.num_steps, c.num_envs),
+            next_log_probs, alpha, c.gamma, c.lam,
         )
-
-        data = losses.Minibatch(
+        return losses.Minibatch(
             obs=flat(norm_obs(traj.obs)),
             critic_obs=flat(norm_critic(traj.critic_obs)),
             actions=flat(traj.actions),
             rewards=flat(traj.rewards),
             terminated=flat(traj.terminated),
             returns=flat(returns),
-            next_critic_obs=flat(norm_critic(traj.next_critic_obs)),
+            next_critic_obs=next_critic_obs,
             next_actions=next_actions,
         )
+
+    def update(self, state: TrainState, data: losses.Minibatch, key: jax.Array):
+        """E epochs of M shuffled minibatches; pi_old is the actor at the start of the update."""
+        c = self.config
+        old_actor_params = state.actor_params  # a frozen copy, not a Polyak target
 
         def epoch(state: TrainState, epoch_key: jax.Array):
             k_perm, k_mb = jax.random.split(epoch_key)
@@ -252,9 +251,15 @@ class REPPO(struct.PyTreeNode):
 
             return jax.lax.scan(minibatch, state, (shuffled, jax.random.split(k_mb, c.num_minibatches)))
 
-        state, infos = jax.lax.scan(epoch, state, jax.random.split(k_update, c.num_epochs))
-        metrics = jax.tree.map(jnp.mean, infos)
+        state, infos = jax.lax.scan(epoch, state, jax.random.split(key, c.num_epochs))
+        return state, jax.tree.map(jnp.mean, infos)
 
+    def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Rollout, targets, update, then the observation statistics (spec section 1)."""
+        key, k_rollout, k_targets, k_update = jax.random.split(state.key, 4)
+        env_state, traj = self.rollout(state, k_rollout)
+        data = self.compute_targets(state, traj, k_targets)
+        state, metrics = self.update(state, data, k_update)
         state = state.replace(
             obs_stats=state.obs_stats.update(traj.obs),
             critic_obs_stats=state.critic_obs_stats.update(traj.critic_obs),
@@ -265,8 +270,8 @@ class REPPO(struct.PyTreeNode):
         metrics.update(
             alpha=jnp.exp(state.log_duals[0]),
             beta=jnp.exp(state.log_duals[1]),
-            target_mean=jnp.mean(returns),
-            clipped_target_frac=self.hl.clipped_fraction(returns),
+            target_mean=jnp.mean(data.returns),
+            clipped_target_frac=self.hl.clipped_fraction(data.returns),
             rollout_reward=jnp.mean(traj.rewards),
             episodes_ended=jnp.sum(jnp.maximum(traj.terminated, traj.truncated)),
         )
