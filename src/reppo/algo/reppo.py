@@ -180,7 +180,7 @@ class REPPO(struct.PyTreeNode):
         )
         updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic_params)
         critic_params = optax.apply_updates(state.critic_params, updates)
-        critic_info["critic_grad_norm"] = optax.global_norm(grads)
+        critic_info["critic_grad_norm"] = optax.tree.norm(grads)
 
         # 2. actor step against the just-updated critic (its parameters closed over, so they get no gradient)
         alpha, beta = jnp.exp(state.log_duals[0]), jnp.exp(state.log_duals[1])
@@ -192,7 +192,7 @@ class REPPO(struct.PyTreeNode):
         )
         updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor_params)
         actor_params = optax.apply_updates(state.actor_params, updates)
-        actor_info["actor_grad_norm"] = optax.global_norm(grads)
+        actor_info["actor_grad_norm"] = optax.tree.norm(grads)
 
         # 3. dual step on (log alpha, log beta)
         target_entropy = -c.entropy_coef * self.env.action_size
