@@ -34,17 +34,30 @@ def _timed(fn, *args):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--env", default="CartpoleBalance")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None, help="append the result as a JSON line to this file")
-    for name in ("num_envs", "num_steps", "num_minibatches", "num_epochs", "critic_width", "actor_width",
-                 "num_value_samples", "value_chunk_size", "critic_depth", "actor_depth"):
+    for name in (
+        "num_envs",
+        "num_steps",
+        "num_minibatches",
+        "num_epochs",
+        "critic_width",
+        "actor_width",
+        "num_value_samples",
+        "value_chunk_size",
+        "critic_depth",
+        "actor_depth",
+    ):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("env", "preset", "repeats", "json") and v is not None}
+    overrides = {
+        k: v for k, v in vars(args).items() if k not in ("env", "preset", "repeats", "json") and v is not None
+    }
     config = resolve(dataclasses.replace(preset_config(args.preset), env=args.env, **overrides))
     env = make_env(config.env, config.num_envs, impl=config.impl)
     init, iteration, algo = make_train(config, env)
@@ -78,20 +91,34 @@ def main(argv: list[str] | None = None) -> dict:
     med = {k: statistics.median(v) for k, v in splits.items()}
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     result = {
-        "env": config.env, "preset": config.preset, "device": jax.devices()[0].device_kind,
-        "num_envs": config.num_envs, "num_steps": config.num_steps, "num_minibatches": config.num_minibatches,
-        "num_epochs": config.num_epochs, "critic_width": config.critic_width, "K": config.num_value_samples,
-        "compile_s": compile_s, "sps": config.batch_size / med["iteration"],
-        **{f"{k}_s": v for k, v in med.items()}, "peak_rss_gb": peak_rss_gb,
+        "env": config.env,
+        "preset": config.preset,
+        "device": jax.devices()[0].device_kind,
+        "num_envs": config.num_envs,
+        "num_steps": config.num_steps,
+        "num_minibatches": config.num_minibatches,
+        "num_epochs": config.num_epochs,
+        "critic_width": config.critic_width,
+        "K": config.num_value_samples,
+        "compile_s": compile_s,
+        "sps": config.batch_size / med["iteration"],
+        **{f"{k}_s": v for k, v in med.items()},
+        "peak_rss_gb": peak_rss_gb,
     }
-    print(f"\n{config.env} / {config.preset}: {config.num_envs} envs x {config.num_steps} steps, "
-          f"{config.num_minibatches} minibatches x {config.num_epochs} epochs, width {config.critic_width}, "
-          f"K={config.num_value_samples} ({result['device']}, median of {args.repeats})")
-    print(f"| {'compile s':>9} | {'env steps/s':>11} | {'iteration s':>11} | {'rollout s':>9} | "
-          f"{'targets s':>9} | {'update s':>8} | {'peak RSS GB':>11} |")
+    print(
+        f"\n{config.env} / {config.preset}: {config.num_envs} envs x {config.num_steps} steps, "
+        f"{config.num_minibatches} minibatches x {config.num_epochs} epochs, width {config.critic_width}, "
+        f"K={config.num_value_samples} ({result['device']}, median of {args.repeats})"
+    )
+    print(
+        f"| {'compile s':>9} | {'env steps/s':>11} | {'iteration s':>11} | {'rollout s':>9} | "
+        f"{'targets s':>9} | {'update s':>8} | {'peak RSS GB':>11} |"
+    )
     print(f"|{'-' * 11}|{'-' * 13}|{'-' * 13}|{'-' * 11}|{'-' * 11}|{'-' * 10}|{'-' * 13}|")
-    print(f"| {compile_s:9.1f} | {result['sps']:11,.0f} | {med['iteration']:11.3f} | {med['rollout']:9.3f} | "
-          f"{med['targets']:9.3f} | {med['update']:8.3f} | {peak_rss_gb:11.2f} |")
+    print(
+        f"| {compile_s:9.1f} | {result['sps']:11,.0f} | {med['iteration']:11.3f} | {med['rollout']:9.3f} | "
+        f"{med['targets']:9.3f} | {med['update']:8.3f} | {peak_rss_gb:11.2f} |"
+    )
     if args.json:
         with open(args.json, "a") as f:
             f.write(json.dumps(result) + "\n")

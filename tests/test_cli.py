@@ -16,12 +16,15 @@ from reppo.cli import _preprocess, main
 
 
 def _reppo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reppo.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "reppo.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_scientific_notation_and_preset_detection():
-    preset, args = _preprocess(["--total-steps", "5e6", "--preset", "paper-small", "--seed=3", "--lam", "0.9"])
+    preset, args = _preprocess(
+        ["--total-steps", "5e6", "--preset", "paper-small", "--seed=3", "--lam", "0.9"]
+    )
     assert preset == "paper-small"
     assert args == ["--total-steps", "5000000", "--preset", "paper-small", "--seed=3", "--lam", "0.9"]
     preset, args = _preprocess(["--preset=paper-large", "--eval-every=2.5e5"])
@@ -73,8 +76,8 @@ def _tensorboard_tags(run_dir: Path) -> set[str]:
         data = path.read_bytes()
         pos = 0
         while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            record = data[pos + 12:pos + 12 + length]
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            record = data[pos + 12 : pos + 12 + length]
             pos += 12 + length + 4
             event = event_pb2.Event()
             event.ParseFromString(record)
@@ -84,10 +87,32 @@ def _tensorboard_tags(run_dir: Path) -> set[str]:
 
 def test_real_training_run_writes_run_folder(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _reppo("train", "--env", "CartpoleBalance", "--num-envs", "32", "--num-steps", "4",
-                  "--num-minibatches", "2", "--num-epochs", "1", "--critic-width", "16", "--actor-width", "16",
-                  "--total-steps", "384", "--eval-every", "128", "--eval-envs", "2", "--run-dir", str(run_dir),
-                  "--no-progress")
+    proc = _reppo(
+        "train",
+        "--env",
+        "CartpoleBalance",
+        "--num-envs",
+        "32",
+        "--num-steps",
+        "4",
+        "--num-minibatches",
+        "2",
+        "--num-epochs",
+        "1",
+        "--critic-width",
+        "16",
+        "--actor-width",
+        "16",
+        "--total-steps",
+        "384",
+        "--eval-every",
+        "128",
+        "--eval-envs",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     assert str(run_dir) in proc.stdout
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -99,5 +124,13 @@ def test_real_training_run_writes_run_folder(tmp_path):
         assert float(row["eval/episode_length"]) == 1000.0
         assert 0.0 <= float(row["train/clipped_target_frac"]) <= 1.0
     tags = _tensorboard_tags(run_dir)
-    assert {"eval/episode_return", "perf/sps", "train/critic_ce", "train/entropy", "train/kl", "train/alpha",
-            "train/beta", "train/clipped_target_frac"} <= tags
+    assert {
+        "eval/episode_return",
+        "perf/sps",
+        "train/critic_ce",
+        "train/entropy",
+        "train/kl",
+        "train/alpha",
+        "train/beta",
+        "train/clipped_target_frac",
+    } <= tags

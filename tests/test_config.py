@@ -12,7 +12,11 @@ from reppo.envs import UnknownEnvError
 
 
 def test_presets_match_spec_section_7():
-    for name, envs_steps, minibatches in (("paper-small", 32, 16), ("paper-medium", 64, 32), ("paper-large", 128, 64)):
+    for name, envs_steps, minibatches in (
+        ("paper-small", 32, 16),
+        ("paper-medium", 64, 32),
+        ("paper-large", 128, 64),
+    ):
         c = preset_config(name)
         assert (c.num_envs, c.num_steps, c.num_minibatches) == (1024, envs_steps, minibatches)
         assert c.minibatch_size == 2048 and c.num_epochs == 8

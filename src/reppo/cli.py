@@ -71,8 +71,13 @@ def train_command(args: list[str]) -> int:
         default = preset_config(preset)
     except ConfigError as exc:
         return _fail(str(exc))
-    config = tyro.cli(Config, default=default, args=args, prog="reppo train",
-                      description="Train a policy with REPPO on a MuJoCo Playground task.")
+    config = tyro.cli(
+        Config,
+        default=default,
+        args=args,
+        prog="reppo train",
+        description="Train a policy with REPPO on a MuJoCo Playground task.",
+    )
     from reppo.envs import EnvLoadError, UnknownEnvError
     from reppo.train import train
 

@@ -120,8 +120,16 @@ def train(config: Config, run_dir: str | Path | None = None, echo=print) -> Trai
     compile_s = time.perf_counter() - t0
     echo(f"reppo: compiled in {compile_s:.1f} s (includes the first iteration)")
 
-    logger = RunLogger(run_dir, columns=["eval/episode_return", "eval/episode_return_std", "eval/episode_length",
-                                         "perf/sps", *(f"train/{k}" for k in metrics)])
+    logger = RunLogger(
+        run_dir,
+        columns=[
+            "eval/episode_return",
+            "eval/episode_return_std",
+            "eval/episode_length",
+            "perf/sps",
+            *(f"train/{k}" for k in metrics),
+        ],
+    )
     progress = _Progress(config.progress, config.num_iterations * config.batch_size, config.env)
     result = TrainResult(state=state, config=config, run_dir=run_dir, compile_s=compile_s)
     pending: list[dict[str, Any]] = [metrics]
@@ -160,6 +168,8 @@ def train(config: Config, run_dir: str | Path | None = None, echo=print) -> Trai
         logger.close()
     result.state = state
     final = result.evaluations[-1]["eval/episode_return"] if result.evaluations else float("nan")
-    echo(f"reppo: done, final deterministic eval return {final:.1f}; logs in {run_dir} "
-         f"(tensorboard --logdir {run_dir})")
+    echo(
+        f"reppo: done, final deterministic eval return {final:.1f}; logs in {run_dir} "
+        f"(tensorboard --logdir {run_dir})"
+    )
     return result

@@ -3,17 +3,26 @@ the asymmetric critic path."""
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from reppo.algo.reppo import make_train
 from reppo.config import Config, resolve
 from reppo.envs import make_env
 
-TINY = dict(num_envs=8, num_steps=4, num_minibatches=2, num_epochs=2, critic_width=16, actor_width=16,
-            num_value_samples=3, value_chunk_size=12, eval_envs=2)
+TINY = dict(
+    num_envs=8,
+    num_steps=4,
+    num_minibatches=2,
+    num_epochs=2,
+    critic_width=16,
+    actor_width=16,
+    num_value_samples=3,
+    value_chunk_size=12,
+    eval_envs=2,
+)
 
 
 def _build(env_id="ToyAsymmetric", **overrides):
@@ -34,9 +43,13 @@ def test_no_prng_key_is_used_twice(monkeypatch):
     def record(kind, fn):
         def wrapped(key, *args, **kwargs):
             if not isinstance(key, jax.core.Tracer):
-                seen[kind].append(np.asarray(jax.random.key_data(key) if jnp.issubdtype(
-                    key.dtype, jax.dtypes.prng_key) else key).tobytes())
+                seen[kind].append(
+                    np.asarray(
+                        jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+                    ).tobytes()
+                )
             return fn(key, *args, **kwargs)
+
         return wrapped
 
     for name in ("normal", "uniform", "permutation", "randint", "bernoulli", "choice", "truncated_normal"):
@@ -116,7 +129,7 @@ def test_value_estimate_independent_of_chunking(chunk):
     obs = jnp.asarray(rng.normal(size=(7, env.obs_size)), jnp.float32)
     cobs = jnp.asarray(rng.normal(size=(7, env.critic_obs_size)), jnp.float32)
     values, first = algo.soft_values(state, obs, cobs, jax.random.PRNGKey(2))
-    assert values.shape == (7,) and first.shape == (7, env.action_size)
+    assert values.shape == (7,) and first.shape == (7, config.critic_width)
     # reference: the soft value under many fresh samples (Monte Carlo), loose statistical tolerance
     alpha = float(jnp.exp(state.log_duals[0]))
     mean, std = algo.actor.apply(state.actor_params, obs)

@@ -50,9 +50,7 @@ def gaussian_kl(mean_p: jax.Array, std_p: jax.Array, mean_q: jax.Array, std_q: j
     The tanh map is a bijection, so this is also the KL between the two tanh-squashed policies.
     """
     var_ratio = (std_p / std_q) ** 2
-    return jnp.sum(
-        0.5 * (var_ratio + ((mean_p - mean_q) / std_q) ** 2 - 1.0 - jnp.log(var_ratio)), axis=-1
-    )
+    return jnp.sum(0.5 * (var_ratio + ((mean_p - mean_q) / std_q) ** 2 - 1.0 - jnp.log(var_ratio)), axis=-1)
 
 
 def sampled_forward_kl(

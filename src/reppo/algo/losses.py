@@ -25,8 +25,12 @@ class Minibatch:
     rewards: jax.Array
     terminated: jax.Array
     returns: jax.Array
-    next_critic_obs: jax.Array
-    next_actions: jax.Array
+    next_embedding: jax.Array
+    """phi(x'_t, a'_t) with a'_t ~ pi(.|x'_t), computed once per iteration (the auxiliary target; no gradient)."""
+    old_mean: jax.Array
+    """Pre-tanh mean of pi_old at obs (pi_old is frozen for the iteration, so computed once)."""
+    old_std: jax.Array
+    """Pre-tanh std of pi_old at obs."""
 
 
 def critic_loss(
@@ -36,23 +40,29 @@ def critic_loss(
     hl: HLGauss,
     aux_coef: float,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """mean[ CE(p(G_t), softmax l(x_t, a_t)) + c_aux * (1 - d_t) * MSE(aux(phi_t), [r_t, sg phi(x'_t, a'_t)]) ]."""
+    """mean[ CE(p(G_t), softmax l(x_t, a_t)) + c_aux * (1 - d_t) * MSE(aux(phi_t), [r_t, sg phi(x'_t, a'_t)]) ]
+
+    (spec section 4). The next embedding comes precomputed in the minibatch with the iteration's critic."""
     emb = critic_apply(critic_params, mb.critic_obs, mb.actions, method="embed")
     logits = critic_apply(critic_params, emb, method="logits")
     target_probs = hl.to_probs(mb.returns)
     ce = -jnp.sum(target_probs * jax.nn.log_softmax(logits, axis=-1), axis=-1)
 
-    next_emb = jax.lax.stop_gradient(
-        critic_apply(critic_params, mb.next_critic_obs, mb.next_actions, method="embed")
-    )
+    next_emb = jax.lax.stop_gradient(mb.next_embedding)
     pred_reward, pred_next_emb = critic_apply(critic_params, emb, method="predict_aux")
-    squared = jnp.concatenate([(pred_reward - mb.rewards)[:, None] ** 2, (pred_next_emb - next_emb) ** 2], axis=-1)
+    squared = jnp.concatenate(
+        [(pred_reward - mb.rewards)[:, None] ** 2, (pred_next_emb - next_emb) ** 2], axis=-1
+    )
     aux = (1.0 - mb.terminated) * jnp.mean(squared, axis=-1)
 
     loss = jnp.mean(ce + aux_coef * aux)
     q = hl.to_value(logits)
-    return loss, {"critic_ce": jnp.mean(ce), "aux_loss": jnp.mean(aux), "q_mean": jnp.mean(q),
-                  "q_error": jnp.mean(jnp.abs(q - mb.returns))}
+    return loss, {
+        "critic_ce": jnp.mean(ce),
+        "aux_loss": jnp.mean(aux),
+        "q_mean": jnp.mean(q),
+        "q_error": jnp.mean(jnp.abs(q - mb.returns)),
+    }
 
 
 @struct.dataclass
@@ -92,18 +102,20 @@ def actor_loss(
     inside = jax.lax.stop_gradient(kl < kl_bound)
     per_state = jnp.where(inside, alpha * log_prob - q, beta * kl)
     stats = ActorStats(log_prob=jax.lax.stop_gradient(log_prob), kl=jax.lax.stop_gradient(kl))
-    info = {"entropy": -jnp.mean(log_prob), "kl": jnp.mean(kl), "kl_violation_frac": 1.0 - jnp.mean(inside),
-            "policy_std": jnp.mean(std)}
+    info = {
+        "entropy": -jnp.mean(log_prob),
+        "kl": jnp.mean(kl),
+        "kl_violation_frac": 1.0 - jnp.mean(inside),
+        "policy_std": jnp.mean(std),
+    }
     return jnp.mean(per_state), (stats, info)
 
 
-def dual_loss(
-    log_duals: jax.Array, stats: ActorStats, target_entropy: float, kl_bound: float
-) -> jax.Array:
+def dual_loss(log_duals: jax.Array, stats: ActorStats, target_entropy: float, kl_bound: float) -> jax.Array:
     """L_alpha + L_beta on (log alpha, log beta):
 
-        L_alpha = mean alpha * sg(-log pi(a~|x) - H_target)   (alpha grows while entropy < H_target)
-        L_beta  = mean -beta * sg(KL(x) - eps_KL)            (beta grows while the KL bound is violated)
+    L_alpha = mean alpha * sg(-log pi(a~|x) - H_target)   (alpha grows while entropy < H_target)
+    L_beta  = mean -beta * sg(KL(x) - eps_KL)            (beta grows while the KL bound is violated)
     """
     alpha, beta = jnp.exp(log_duals[0]), jnp.exp(log_duals[1])
     loss_alpha = alpha * jnp.mean(-stats.log_prob - target_entropy)

@@ -93,7 +93,9 @@ class REPPO(struct.PyTreeNode):
         k_actor, k_critic, k_env, key = jax.random.split(key, 4)
         obs = jnp.zeros((1, env.obs_size))
         actor_params = self.actor.init(k_actor, obs)
-        critic_params = self.critic.init(k_critic, jnp.zeros((1, env.critic_obs_size)), jnp.zeros((1, env.action_size)))
+        critic_params = self.critic.init(
+            k_critic, jnp.zeros((1, env.critic_obs_size)), jnp.zeros((1, env.action_size))
+        )
         log_duals = jnp.log(jnp.array([c.init_alpha, c.init_beta], jnp.float32))
         env_state = env.reset(k_env)
         return TrainState(
@@ -140,8 +142,10 @@ class REPPO(struct.PyTreeNode):
     # ---- targets ------------------------------------------------------------------------------------------
     def soft_values(self, state: TrainState, next_obs: jax.Array, next_critic_obs: jax.Array, key: jax.Array):
         """V(x) = (1/K) sum_k [Q(x, a_k) - alpha log pi(a_k|x)], a_k ~ pi_theta (spec section 3), evaluated in
-        chunks of at most ``value_chunk_size`` (state, sample) rows. Inputs are flat, normalised (B, ...).
-        Also returns the first sample a_1 per state, used as the next action of the auxiliary target."""
+        chunks of at most ``value_chunk_size`` (state, sample) rows, so memory stays bounded for any K.
+
+        Inputs are flat and normalised, (B, ...). Also returns phi(x, a_1) for the first sample, the auxiliary
+        loss's next-embedding target, so that it is not recomputed in every epoch."""
         c = self.config
         k_samples = c.num_value_samples
         alpha = jnp.exp(state.log_duals[0])
@@ -157,22 +161,20 @@ class REPPO(struct.PyTreeNode):
         def value_chunk(args):
             obs, critic_obs, chunk_key = args
             mean, std = self.actor.apply(state.actor_params, obs)
-            noise_shape = (k_samples, *mean.shape)
-            u = mean + std * jax.random.normal(chunk_key, noise_shape)
-            actions = jnp.tanh(u)
+            u = mean + std * jax.random.normal(chunk_key, (k_samples, *mean.shape))
             log_probs = distributions.log_prob_from_pre_tanh(u, mean, std)
+            actions = jnp.clip(jnp.tanh(u), -1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
             critic_in = jnp.broadcast_to(critic_obs, (k_samples, *critic_obs.shape))
-            q = self.critic_q(state.critic_params, critic_in, actions)
-            return jnp.mean(q - alpha * log_probs, axis=0), actions[0]
+            emb = self.critic.apply(state.critic_params, critic_in, actions, method="embed")
+            q = self.hl.to_value(self.critic.apply(state.critic_params, emb, method="logits"))
+            return jnp.mean(q - alpha * log_probs, axis=0), emb[0]
 
         keys = jax.random.split(key, num_chunks)
-        values, first_actions = jax.lax.map(value_chunk, (chunked(next_obs), chunked(next_critic_obs), keys))
-        values = values.reshape(-1)[:size]
-        first_actions = first_actions.reshape(-1, first_actions.shape[-1])[:size]
-        return values, jnp.clip(first_actions, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
+        values, embeddings = jax.lax.map(value_chunk, (chunked(next_obs), chunked(next_critic_obs), keys))
+        return values.reshape(-1)[:size], embeddings.reshape(-1, embeddings.shape[-1])[:size]
 
     # ---- update -------------------------------------------------------------------------------------------
-    def update_minibatch(self, state: TrainState, mb: losses.Minibatch, key: jax.Array, old_actor_params):
+    def update_minibatch(self, state: TrainState, mb: losses.Minibatch, key: jax.Array):
         c = self.config
         # 1. critic step
         (_, critic_info), grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
@@ -184,11 +186,20 @@ class REPPO(struct.PyTreeNode):
 
         # 2. actor step against the just-updated critic (its parameters closed over, so they get no gradient)
         alpha, beta = jnp.exp(state.log_duals[0]), jnp.exp(state.log_duals[1])
-        old_mean, old_std = self.actor.apply(old_actor_params, mb.obs)
         critic_q = lambda x, a: self.critic_q(critic_params, x, a)
         (_, (stats, actor_info)), grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
-            state.actor_params, self.actor.apply, old_mean, old_std, critic_q, mb.obs, mb.critic_obs, key,
-            alpha, beta, c.kl_bound, c.num_kl_samples,
+            state.actor_params,
+            self.actor.apply,
+            mb.old_mean,
+            mb.old_std,
+            critic_q,
+            mb.obs,
+            mb.critic_obs,
+            key,
+            alpha,
+            beta,
+            c.kl_bound,
+            c.num_kl_samples,
         )
         updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor_params)
         actor_params = optax.apply_updates(state.actor_params, updates)
@@ -201,8 +212,12 @@ class REPPO(struct.PyTreeNode):
         log_duals = optax.apply_updates(state.log_duals, updates)
 
         new_state = state.replace(
-            actor_params=actor_params, critic_params=critic_params, log_duals=log_duals,
-            actor_opt=actor_opt, critic_opt=critic_opt, dual_opt=dual_opt,
+            actor_params=actor_params,
+            critic_params=critic_params,
+            log_duals=log_duals,
+            actor_opt=actor_opt,
+            critic_opt=critic_opt,
+            dual_opt=dual_opt,
         )
         return new_state, {**critic_info, **actor_info}
 
@@ -214,29 +229,39 @@ class REPPO(struct.PyTreeNode):
         norm_obs = state.obs_stats.normalize
         norm_critic = state.critic_obs_stats.normalize
         next_critic_obs = flat(norm_critic(traj.next_critic_obs))
-        next_values, next_actions = self.soft_values(state, flat(norm_obs(traj.next_obs)), next_critic_obs, key)
+        next_values, next_embedding = self.soft_values(
+            state, flat(norm_obs(traj.next_obs)), next_critic_obs, key
+        )
         alpha = jnp.exp(state.log_duals[0])
         # log pi(a_{t+1} | x_{t+1}): pi_theta = pi_old here, so the rollout's own log-probs are exact.
         next_log_probs = jnp.concatenate([traj.log_probs[1:], traj.log_probs[-1:]], axis=0)
         returns = soft_td_lambda(
-            traj.rewards, traj.terminated, traj.truncated, next_values.reshape(c.num_steps, c.num_envs),
-            next_log_probs, alpha, c.gamma, c.lam,
+            traj.rewards,
+            traj.terminated,
+            traj.truncated,
+            next_values.reshape(c.num_steps, c.num_envs),
+            next_log_probs,
+            alpha,
+            c.gamma,
+            c.lam,
         )
+        obs = flat(norm_obs(traj.obs))
+        old_mean, old_std = self.actor.apply(state.actor_params, obs)  # pi_old = pi_theta at this point
         return losses.Minibatch(
-            obs=flat(norm_obs(traj.obs)),
+            obs=obs,
             critic_obs=flat(norm_critic(traj.critic_obs)),
             actions=flat(traj.actions),
             rewards=flat(traj.rewards),
             terminated=flat(traj.terminated),
             returns=flat(returns),
-            next_critic_obs=next_critic_obs,
-            next_actions=next_actions,
+            next_embedding=next_embedding,
+            old_mean=old_mean,
+            old_std=old_std,
         )
 
     def update(self, state: TrainState, data: losses.Minibatch, key: jax.Array):
-        """E epochs of M shuffled minibatches; pi_old is the actor at the start of the update."""
+        """E epochs of M shuffled minibatches (pi_old, the actor before the update, is in ``data``)."""
         c = self.config
-        old_actor_params = state.actor_params  # a frozen copy, not a Polyak target
 
         def epoch(state: TrainState, epoch_key: jax.Array):
             k_perm, k_mb = jax.random.split(epoch_key)
@@ -247,7 +272,7 @@ class REPPO(struct.PyTreeNode):
 
             def minibatch(state, args):
                 mb, mb_key = args
-                return self.update_minibatch(state, mb, mb_key, old_actor_params)
+                return self.update_minibatch(state, mb, mb_key)
 
             return jax.lax.scan(minibatch, state, (shuffled, jax.random.split(k_mb, c.num_minibatches)))
 
@@ -290,12 +315,14 @@ def make_train(config: Config, env: VecEnv) -> tuple[Callable, Callable, REPPO]:
     ``config`` must be resolved (gamma, v_min, v_max filled in; see ``reppo.config.resolve``).
     """
     if config.gamma is None or config.v_min is None or config.v_max is None:
-        raise ValueError("make_train needs a resolved Config (gamma, v_min, v_max set); call reppo.config.resolve")
+        raise ValueError(
+            "make_train needs a resolved Config (gamma, v_min, v_max set); call reppo.config.resolve"
+        )
     hl = HLGauss.create(config.v_min, config.v_max, config.num_bins, config.hl_gauss_sigma)
     algo = REPPO(
         config=config,
         env=env,
-        actor=Actor(env.action_size, config.actor_width, config.actor_depth, config.min_std),
+        actor=Actor(env.action_size, config.actor_width, config.actor_depth, config.min_std, config.init_std),
         critic=Critic(config.critic_width, config.critic_depth, tuple(hl.to_probs(jnp.zeros(())).tolist())),
         actor_tx=_adam(config.actor_lr, config.max_grad_norm),
         critic_tx=_adam(config.critic_lr, config.max_grad_norm),
