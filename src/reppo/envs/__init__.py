@@ -1,0 +1,177 @@
+"""Environments: ``make_env(env_id, num_envs)`` -> :class:`VecEnv`, task presets and the env registry.
+
+Ids are MuJoCo Playground's registered ids (DM Control suite, locomotion, manipulation) plus
+``ToyAsymmetric`` (:mod:`reppo.envs.toy`). MuJoCo Playground is imported lazily (it takes seconds), on the
+first call that needs it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from reppo.envs.base import EnvState, StepResult, VecEnv
+from reppo.envs.playground import (
+    IMPLS,
+    RESET_STRATEGIES,
+    AutoResetVecEnv,
+    EnvLoadError,
+    UnknownEnvError,
+    validate_impl,
+)
+from reppo.envs.toy import ENV_ID as TOY_ENV_ID
+
+__all__ = [
+    "IMPLS",
+    "RESET_STRATEGIES",
+    "AutoResetVecEnv",
+    "EnvLoadError",
+    "EnvState",
+    "StepResult",
+    "TaskDefaults",
+    "UnknownEnvError",
+    "VecEnv",
+    "available_envs",
+    "make_env",
+    "task_defaults",
+]
+
+# Playground tasks whose observation is a dict with a "privileged_state" entry (checked: playground 0.2.0).
+_PRIVILEGED = (
+    "ApolloJoystick",
+    "BerkeleyHumanoidJoystick",
+    "G1Joystick",
+    "T1Joystick",
+    "Go1",
+    "SpotFlatTerrainJoystick",
+    "LeapCube",
+    "AeroCube",
+)
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """Per-task algorithm presets."""
+
+    gamma: float
+    """Discount factor."""
+    v_min: float
+    """Lower end of the critic's categorical value range."""
+    v_max: float
+    """Upper end of the critic's categorical value range."""
+    asymmetric: bool
+    """Whether the env provides privileged critic observations (critic_obs != obs)."""
+    episode_length: int
+    """Time limit in agent steps (Playground's ``episode_length`` divided by its ``action_repeat``)."""
+
+
+def _suites() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    from mujoco_playground._src import dm_control_suite, locomotion, manipulation
+
+    return tuple(dm_control_suite.ALL_ENVS), tuple(locomotion.ALL_ENVS), tuple(manipulation.ALL_ENVS)
+
+
+def available_envs() -> list[str]:
+    """All env ids ``make_env`` accepts, sorted."""
+    dmc, loco, manip = _suites()
+    return sorted({*dmc, *loco, *manip, TOY_ENV_ID})
+
+
+def _check_id(env_id: str) -> None:
+    ids = available_envs()
+    if env_id in ids:
+        return
+    low = env_id.lower()
+    by_ratio = difflib.get_close_matches(low, [i.lower() for i in ids], n=5, cutoff=0.7)
+    lower_to_id = {i.lower(): i for i in ids}
+    matches = [lower_to_id[m] for m in by_ratio]
+    matches += [i for i in ids if low and i.lower().startswith(low) and i not in matches]
+    hint = f"; did you mean: {', '.join(matches[:5])}?" if matches else ""
+    raise UnknownEnvError(f"unknown env {env_id!r}{hint} (see available_envs())")
+
+
+def _agent_steps(episode_length: int, action_repeat: int) -> int:
+    return math.ceil(int(episode_length) / max(int(action_repeat), 1))
+
+
+def task_defaults(env_id: str) -> TaskDefaults:
+    """Presets for ``env_id``: DM Control as in the paper (gamma 0.99, values in [0, 150]); locomotion as the
+    paper's humanoid joystick tasks (gamma 0.97, [-10, 10], privileged critic where the task provides it).
+    Manipulation tasks get the locomotion values (a guess: the paper has no manipulation results)."""
+    if env_id == TOY_ENV_ID:
+        from reppo.envs.toy import default_config
+
+        cfg = default_config()
+        return TaskDefaults(0.99, 0.0, 150.0, True, _agent_steps(cfg["episode_length"], cfg["action_repeat"]))
+    _check_id(env_id)
+    from mujoco_playground import registry
+
+    dmc, _, _ = _suites()
+    cfg = registry.get_default_config(env_id)
+    ep = _agent_steps(cfg.episode_length, cfg.get("action_repeat", 1))
+    if env_id in dmc:
+        return TaskDefaults(gamma=0.99, v_min=0.0, v_max=150.0, asymmetric=False, episode_length=ep)
+    asym = env_id.startswith(_PRIVILEGED)
+    return TaskDefaults(gamma=0.97, v_min=-10.0, v_max=10.0, asymmetric=asym, episode_length=ep)
+
+
+def make_env(
+    env_id: str,
+    num_envs: int,
+    *,
+    impl: str = "jax",
+    episode_length: int | None = None,
+    randomize_steps: bool = True,
+    reset_pool_size: int | None = None,
+    reset_strategy: str = "pool",
+    reset_chunk_size: int | None = None,
+    config_overrides: dict[str, Any] | None = None,
+) -> AutoResetVecEnv:
+    """Build ``num_envs`` auto-resetting copies of ``env_id``.
+
+    Args:
+        env_id: a registered id (see :func:`available_envs`).
+        num_envs: batch size.
+        impl: MuJoCo physics backend, ``"jax"`` (default; several times faster than warp on CPU) or
+            ``"warp"``.
+        episode_length: time limit in agent steps; default from the task config (1000 for DM Control).
+        randomize_steps: spread initial step counters over [0, episode_length) (training); False for
+            evaluation.
+        reset_pool_size: ready reset states kept between rollouts (see :class:`AutoResetVecEnv`).
+        reset_strategy: ``"pool"`` (default), ``"direct"`` or ``"naive"`` (benchmarks only).
+        reset_chunk_size: resets per vmapped batch when refreshing the pool (default 8 on CPU, else the
+            pool size).
+        config_overrides: extra overrides of the task config (Playground's flattened-dict form).
+
+    Raises:
+        UnknownEnvError: ``env_id`` is not registered (the message lists close matches).
+        EnvLoadError: the task could not be built, e.g. its MuJoCo Menagerie models could not be fetched.
+        ValueError: a bad ``impl`` or other argument.
+    """
+    validate_impl(impl)
+    if env_id == TOY_ENV_ID:
+        from reppo.envs.toy import ToyAsymmetric
+
+        env = ToyAsymmetric(config_overrides=config_overrides)
+        cfg = env._config
+    else:
+        _check_id(env_id)
+        from reppo.envs.playground import load_playground
+
+        env, cfg = load_playground(env_id, impl, config_overrides)
+    action_repeat = int(cfg.get("action_repeat", 1) or 1)
+    if episode_length is None:
+        episode_length = _agent_steps(cfg["episode_length"], action_repeat)
+    return AutoResetVecEnv(
+        env,
+        num_envs,
+        episode_length,
+        action_repeat=action_repeat,
+        randomize_steps=randomize_steps,
+        reset_pool_size=reset_pool_size,
+        reset_strategy=reset_strategy,
+        reset_chunk_size=reset_chunk_size,
+        name=env_id,
+    )
