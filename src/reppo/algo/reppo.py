@@ -59,14 +59,6 @@ class Transition:
     next_critic_obs: jax.Array
 
 
-@struct.dataclass
-class Policy:
-    """What acting needs: the actor's apply function is static, the rest are arrays."""
-
-    params: dict
-    obs_stats: RunningStats
-
-
 class REPPO(struct.PyTreeNode):
     """Static pieces of a run (networks, optimisers, bin layout) built from a Config; methods are pure."""
 
