@@ -1,0 +1,80 @@
+"""A trained policy as users run it: raw observation in, action in [-1, 1] out (normalisation included)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reppo.algo import distributions
+from reppo.algo.reppo import ACTION_EPS
+from reppo.nets import Actor
+
+# Added to the variance before the square root, as ``RunningStats.normalize`` does.
+NORMALIZE_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The actor of a run with its frozen observation statistics.
+
+    ``policy(obs)`` accepts one observation ``(obs_size,)`` or a batch ``(B, obs_size)`` of raw (unnormalised)
+    observations, or a Playground dict observation (its ``"state"`` entry is used), and returns actions of the
+    same leading shape. Deterministic actions are tanh(mu); stochastic ones sample the tanh-Gaussian and need a
+    PRNG key. Actions are clipped to [-1 + 1e-5, 1 - 1e-5] as during training.
+    """
+
+    actor: Actor
+    """The flax module (its width, depth, min_std define the architecture)."""
+    params: Any
+    """Actor parameters (flax variables dict)."""
+    obs_mean: np.ndarray
+    """(obs_size,) running mean of the actor observation."""
+    obs_var: np.ndarray
+    """(obs_size,) running variance of the actor observation."""
+    env: str = ""
+    """Env id the policy was trained on."""
+
+    @property
+    def obs_size(self) -> int:
+        return int(self.obs_mean.shape[-1])
+
+    @property
+    def action_size(self) -> int:
+        return int(self.actor.action_size)
+
+    @cached_property
+    def _apply(self):
+        return jax.jit(self.actor.apply)
+
+    def distribution(self, obs: Any) -> tuple[jax.Array, jax.Array]:
+        """(mean, std) of the pre-tanh Gaussian for raw observations (batched or single)."""
+        x = self._as_array(obs)
+        normalized = (x - self.obs_mean) / jnp.sqrt(self.obs_var + NORMALIZE_EPS)
+        return self._apply(self.params, normalized)
+
+    def __call__(self, obs: Any, deterministic: bool = True, key: jax.Array | None = None) -> np.ndarray:
+        mean, std = self.distribution(obs)
+        if deterministic:
+            action = distributions.deterministic_action(mean)
+        else:
+            if key is None:
+                raise ValueError("a stochastic action needs a PRNG key: policy(obs, deterministic=False, key=key)")
+            action, _, _ = distributions.sample(key, mean, std)
+        return np.asarray(jnp.clip(action, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS))
+
+    def _as_array(self, obs: Any) -> jax.Array:
+        if isinstance(obs, dict):
+            if "state" not in obs:
+                raise ValueError(f"dict observation without a 'state' entry (keys: {sorted(obs)})")
+            obs = obs["state"]
+        x = jnp.asarray(obs, jnp.float32)
+        if x.ndim == 0 or x.shape[-1] != self.obs_size:
+            raise ValueError(
+                f"observation shape {tuple(x.shape)} does not fit this policy: expected (..., {self.obs_size})"
+            )
+        return x
