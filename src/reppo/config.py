@@ -7,6 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+CONFIG_FILE = "config.yaml"
+"""The resolved Config of a run, in its run folder."""
+
 PresetName = Literal["cpu", "paper-small", "paper-medium", "paper-large"]
 
 
@@ -25,6 +28,9 @@ class Config:
     """Named hyperparameter set applied before any other flag: cpu (2-core machine) or the paper's settings."""
     seed: int = 1
     """PRNG seed; the whole run is a deterministic function of it."""
+    num_seeds: int = 1
+    """Independent seeds trained at once in one compiled program (seed, seed + 1, ...); networks, optimisers and
+    statistics are vmapped, the envs of all seeds form one batch of num_seeds * num_envs."""
     total_steps: int = 2_500_000
     """Training budget in environment steps (rounded up to whole iterations)."""
     impl: Literal["jax", "warp"] = "jax"
@@ -103,6 +109,14 @@ class Config:
     """Run folder; default runs/<env>__<preset>__<seed>__<time>."""
     progress: bool = True
     """Show the live progress display."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every this many iterations (0: only at the end and on Ctrl-C); the last 3 are kept."""
+    track: bool = False
+    """Also log to Weights & Biases (WANDB_MODE=offline works without network)."""
+    wandb_project: str = "reppo"
+    """W&B project used with --track."""
+    video: bool = False
+    """Record an episode of the deterministic policy (seed index 0) as an MP4 at every evaluation."""
 
     @property
     def batch_size(self) -> int:
@@ -164,12 +178,17 @@ def validate(config: Config) -> None:
         "eval_every",
         "eval_envs",
         "value_chunk_size",
+        "num_seeds",
     ):
         value = getattr(c, name)
         _require(
             isinstance(value, int) and not isinstance(value, bool) and value > 0,
             f"{name}={value!r} must be a positive integer",
         )
+    _require(
+        isinstance(c.checkpoint_every, int) and not isinstance(c.checkpoint_every, bool) and c.checkpoint_every >= 0,
+        f"checkpoint_every={c.checkpoint_every!r} must be an integer >= 0",
+    )
     _require(c.num_bins >= 3, f"num_bins={c.num_bins} must be at least 3")
     _require(
         c.batch_size % c.num_minibatches == 0,
@@ -213,3 +232,20 @@ def resolve(config: Config) -> Config:
     )
     validate(resolved)
     return resolved
+
+
+def load_config(run_dir) -> Config:
+    """The Config saved in a run folder (``RUN_DIR/config.yaml``)."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no {CONFIG_FILE}: not a reppo run folder")
+    values = yaml.safe_load(path.read_text())
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path} has unknown fields {unknown}; written by another reppo version?")
+    return Config(**values)

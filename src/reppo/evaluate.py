@@ -18,13 +18,16 @@ from reppo.normalization import RunningStats
 @struct.dataclass
 class EvalResult:
     returns: jax.Array
-    """(num_envs,) undiscounted return of each env's first episode."""
+    """(num_envs,) undiscounted return of each env's first episode ((num_seeds, envs per seed) for several seeds)."""
     lengths: jax.Array
     """(num_envs,) length of that episode."""
 
 
-def make_evaluate(actor: Actor, env: VecEnv, deterministic: bool = True) -> Callable:
+def make_evaluate(actor: Actor, env: VecEnv, deterministic: bool = True, num_seeds: int | None = None) -> Callable:
     """``evaluate(actor_params, obs_stats, key) -> EvalResult``: one whole episode per env of ``env``.
+
+    With ``num_seeds``, ``actor_params`` and ``obs_stats`` have a leading seed axis and seed s acts in envs
+    ``s * E .. s * E + E - 1`` (E = env.num_envs / num_seeds); the env itself is never vmapped.
 
     ``env`` must start every episode at step 0 (``randomize_steps=False``) so each env runs exactly one full
     episode in ``episode_length`` steps; steps after an env's first episode ended are masked out. The
@@ -35,13 +38,20 @@ def make_evaluate(actor: Actor, env: VecEnv, deterministic: bool = True) -> Call
         k_reset, k_pool, k_steps = jax.random.split(key, 3)
         env_state = env.prepare_rollout(env.reset(k_reset), k_pool)
 
+        def act(params, stats, obs, step_key):
+            mean, std = actor.apply(params, stats.normalize(obs))
+            if deterministic:
+                return distributions.deterministic_action(mean)
+            return distributions.sample(step_key, mean, std)[0]
+
         def step(carry, step_key):
             env_state, alive, returns, lengths = carry
-            mean, std = actor.apply(actor_params, obs_stats.normalize(env_state.obs))
-            if deterministic:
-                action = distributions.deterministic_action(mean)
+            if num_seeds is None:
+                action = act(actor_params, obs_stats, env_state.obs, step_key)
             else:
-                action, _, _ = distributions.sample(step_key, mean, std)
+                obs = env_state.obs.reshape(num_seeds, -1, env_state.obs.shape[-1])
+                keys = jax.random.split(step_key, num_seeds)
+                action = jax.vmap(act)(actor_params, obs_stats, obs, keys).reshape(env.num_envs, -1)
             action = jnp.clip(action, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
             env_state, result = env.step(env_state, action)
             returns = returns + alive * result.reward
@@ -52,6 +62,8 @@ def make_evaluate(actor: Actor, env: VecEnv, deterministic: bool = True) -> Call
         ones = jnp.ones(env.num_envs, jnp.float32)
         carry = (env_state, ones, 0.0 * ones, 0.0 * ones)
         (_, _, returns, lengths), _ = jax.lax.scan(step, carry, jax.random.split(k_steps, env.episode_length))
+        if num_seeds is not None:
+            returns, lengths = returns.reshape(num_seeds, -1), lengths.reshape(num_seeds, -1)
         return EvalResult(returns=returns, lengths=lengths)
 
     return evaluate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -78,3 +79,23 @@ class Policy:
                 f"observation shape {tuple(x.shape)} does not fit this policy: expected (..., {self.obs_size})"
             )
         return x
+
+
+def load(run_dir: str | Path, seed_index: int = 0, iteration: int | None = None) -> Policy:
+    """The policy of a run folder's latest checkpoint (or the one at ``iteration``).
+
+    ``seed_index`` picks one seed of a ``--num-seeds`` run (0 is the run's ``seed``). Raises CheckpointError
+    when the folder has no checkpoint.
+    """
+    from reppo.checkpoint import Checkpointer
+    from reppo.config import load_config
+
+    config = load_config(run_dir)
+    tree, meta = Checkpointer(run_dir, create=False).restore_policy(iteration)
+    num_seeds = len(meta["seeds"])
+    if not 0 <= seed_index < num_seeds:
+        raise ValueError(f"seed_index={seed_index} is out of range; this run has seeds 0..{num_seeds - 1}")
+    pick = (lambda x: np.asarray(x)[seed_index]) if num_seeds > 1 else np.asarray
+    actor = Actor(int(meta["action_size"]), config.actor_width, config.actor_depth, config.min_std, config.init_std)
+    params = jax.tree.map(lambda x: jnp.asarray(pick(x)), tree["actor_params"])
+    return Policy(actor, params, pick(tree["obs_mean"]), pick(tree["obs_var"]), env=config.env)

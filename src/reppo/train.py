@@ -1,12 +1,17 @@
-"""The host loop of ``reppo train``: compile, run iterations, evaluate, log, show progress.
+"""The host loop of ``reppo train``: compile, run iterations, evaluate, log, checkpoint, resume.
 
 The loop never computes a loss: it calls the jitted ``iteration`` from ``reppo.algo.reppo.make_train`` once per
-iteration, so a run's trajectory depends only on its config and seed, never on ``total_steps``.
+iteration. A run's trajectory depends only on its config and seed, never on ``total_steps``: evaluations fall
+on a fixed schedule (every ``eval_every`` env steps) plus one final evaluation that does not touch the training
+state, so a shorter run is an exact prefix of a longer one and a checkpoint can be resumed and extended.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,28 +19,44 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import yaml
 
 from reppo.algo.reppo import TrainState, make_train
-from reppo.config import Config, resolve
+from reppo.checkpoint import Checkpointer, CheckpointError
+from reppo.config import CONFIG_FILE, Config, ConfigError, load_config, resolve
 from reppo.envs import make_env
 from reppo.evaluate import make_evaluate
-from reppo.logging import RunLogger
+from reppo.logging import METRICS_FILE, RunLogger, rewrite_metrics
+
+WANDB_ID_FILE = "wandb-run-id"
+# Flags that may change when a run is resumed: none of them changes the training trajectory.
+RESUME_OVERRIDES = ("total_steps", "progress", "checkpoint_every", "track", "video")
 
 
 @dataclass
 class TrainResult:
-    """What ``train`` returns."""
+    """What ``train`` and ``resume`` return."""
 
     state: TrainState
-    """Final training state (parameters, optimiser states, dual variables, normaliser, env state, key)."""
+    """Final training state (parameters, optimiser states, dual variables, normaliser, env state, key); with
+    several seeds every learner field has a leading seed axis."""
     config: Config
     """The resolved config the run used."""
     run_dir: Path
-    evaluations: list[dict[str, float]] = field(default_factory=list)
-    """One entry per evaluation: env_steps, wall_s, eval/episode_return (mean), eval/episode_return_std."""
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per evaluation of this process: env_steps, iteration, wall_s, the aggregate over seeds of
+    eval/episode_return etc., and ``per_seed`` (a list of the same metrics for each seed)."""
     compile_s: float = 0.0
+    """Seconds spent compiling the iteration and the evaluation (not counted in wall_s)."""
+    interrupted: bool = False
+    """True when Ctrl-C stopped the run early (a checkpoint was written; resume continues it)."""
+
+    @property
+    def final_return(self) -> float:
+        """Aggregate deterministic eval return of the last evaluation (NaN if none)."""
+        return self.evaluations[-1]["eval/episode_return"] if self.evaluations else float("nan")
 
 
 def default_run_dir(config: Config) -> Path:
@@ -43,10 +64,10 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{config.env}__{config.preset}__{config.seed}__{stamp}"
 
 
-def _prepare_run_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write-test"
+def _check_writable(path: Path) -> Path:
     try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
@@ -54,10 +75,31 @@ def _prepare_run_dir(path: Path) -> Path:
     return path
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def seeds_of(config: Config) -> list[int]:
+    """The seeds a run trains: seed, seed + 1, ..., seed + num_seeds - 1."""
+    return [config.seed + s for s in range(config.num_seeds)]
+
+
+def on_schedule(iteration: int, config: Config) -> bool:
+    """Whether the fixed evaluation schedule evaluates after ``iteration`` (an env-step multiple of eval_every
+    was crossed during it)."""
+    b, e = config.batch_size, config.eval_every
+    return (iteration * b) // e > ((iteration - 1) * b) // e
+
+
 class _Progress:
     """Live display: env steps, steps/s, latest eval return, ETA (rich)."""
 
-    def __init__(self, enabled: bool, total_steps: int, description: str):
+    def __init__(self, enabled: bool, total_steps: int, completed: int, description: str):
         self._progress = None
         if not enabled:
             return
@@ -73,7 +115,7 @@ class _Progress:
             TextColumn("ETA"),
             TimeRemainingColumn(),
         )
-        self._task = self._progress.add_task(description, total=total_steps, sps=0.0, eval="-")
+        self._task = self._progress.add_task(description, total=total_steps, completed=completed, sps=0.0, eval="-")
         self._progress.start()
 
     def update(self, steps: int, sps: float, eval_return: float | None = None) -> None:
@@ -89,87 +131,220 @@ class _Progress:
             self._progress.stop()
 
 
-def _to_float_dict(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-    return {f"{prefix}{k}": float(v) for k, v in metrics.items()}
+class _StopRequest:
+    """First Ctrl-C: finish the current iteration, checkpoint, return. Second Ctrl-C: abort at once."""
+
+    def __init__(self, echo):
+        self.requested = False
+        self._echo = echo
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._echo("reppo: Ctrl-C: stopping after this iteration and writing a checkpoint (Ctrl-C again aborts)")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _start_wandb(config: Config, run_dir: Path):
+    try:
+        import wandb
+    except ImportError as exc:
+        raise ConfigError('track=True needs Weights & Biases: pip install "reppo[track]"') from exc
+    id_file = run_dir / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    _write_atomic(id_file, run_id)
+    return wandb.init(
+        project=config.wandb_project,
+        name=run_dir.name,
+        id=run_id,
+        resume="allow",
+        dir=str(run_dir),
+        config=dataclasses.asdict(config),
+    )
 
 
 def train(config: Config, run_dir: str | Path | None = None, echo=print) -> TrainResult:
-    """Train REPPO as ``config`` says; write config.yaml, metrics.csv and TensorBoard events into the run folder.
+    """Train REPPO as ``config`` says; write config.yaml, metrics.csv, TensorBoard events and checkpoints into
+    the run folder (a new one, default ``runs/<env>__<preset>__<seed>__<time>``).
 
-    Raises ConfigError / UnknownEnvError / EnvLoadError before anything compiles when the input is bad.
+    Raises ConfigError / UnknownEnvError / EnvLoadError / OSError before anything compiles when the input is bad.
     """
     config = resolve(config)
     run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
-    env = make_env(config.env, config.num_envs, impl=config.impl)
-    eval_env = make_env(config.env, config.eval_envs, impl=config.impl, randomize_steps=False)
-    run_dir = _prepare_run_dir(run_dir)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-    echo(f"reppo: training {config.env} ({config.preset} preset, seed {config.seed}); logs in {run_dir}")
+    if (run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists():
+        raise ConfigError(f"run folder {run_dir} already holds a run; resume it (reppo train --resume) or pick another")
+    config = dataclasses.replace(config, run_dir=str(run_dir))
+    return _run(config, run_dir, echo, resume_from=None)
+
+
+def resume(run_dir: str | Path, echo=print, **overrides) -> TrainResult:
+    """Continue the run in ``run_dir`` from its latest checkpoint, appending to the same logs.
+
+    ``overrides`` may set only fields that leave the trajectory unchanged (``total_steps``, ``progress``,
+    ``checkpoint_every``, ``track``, ``video``); a larger ``total_steps`` extends a finished run. The result is
+    bit for bit the run that would have happened without the interruption.
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    bad = sorted(set(overrides) - set(RESUME_OVERRIDES))
+    if bad:
+        raise ConfigError(f"{bad[0]} cannot change when resuming; allowed: {', '.join(RESUME_OVERRIDES)}")
+    config = resolve(dataclasses.replace(config, **overrides))
+    checkpointer = Checkpointer(run_dir, create=False)
+    last = checkpointer.latest()
+    if last is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint to resume from")
+    if config.num_iterations < last:
+        raise ConfigError(
+            f"total_steps={config.total_steps} is below the {last * config.batch_size} env steps this run has done"
+        )
+    return _run(config, run_dir, echo, resume_from=checkpointer)
+
+
+def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) -> TrainResult:
+    num_seeds, seeds = config.num_seeds, seeds_of(config)
+    env = make_env(config.env, config.num_envs * num_seeds, impl=config.impl)
+    eval_env = make_env(config.env, config.eval_envs * num_seeds, impl=config.impl, randomize_steps=False)
+    _check_writable(run_dir)
+    _write_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
     init, iteration, algo = make_train(config, env)
-    key_train, key_eval = jax.random.split(jax.random.PRNGKey(config.seed))
-    evaluate = jax.jit(make_evaluate(algo.actor, eval_env, deterministic=True))
-    iterate = jax.jit(iteration, donate_argnums=0)
+    keys = jnp.stack([jax.random.split(jax.random.PRNGKey(s)) for s in seeds])  # (S, 2 [train, eval], 2)
+    init_key = keys[0, 0] if num_seeds == 1 else keys[:, 0]
+    key_eval = keys[0, 1]
+    batched = num_seeds > 1
+    evaluate_fn = make_evaluate(algo.actor, eval_env, deterministic=True, num_seeds=num_seeds if batched else None)
+    checkpointer = resume_from or Checkpointer(run_dir)
+
+    pending: list[dict[str, Any]] = []  # train metrics of the iterations since the last scheduled evaluation
+    if resume_from is None:
+        start, wall0 = 0, 0.0
+        state = jax.jit(init)(init_key)
+        echo(f"reppo: training {config.env} ({config.preset} preset, seeds {_seed_text(seeds)}); logs in {run_dir}")
+    else:
+        state, meta = resume_from.restore(jax.eval_shape(init, init_key))
+        start, wall0 = int(meta["iteration"]), float(meta["wall_s"])
+        pending = [{k: np.asarray(v, np.float64) for k, v in m.items()} for m in meta["pending"]]
+        if start >= config.num_iterations:
+            echo(f"reppo: {run_dir} is complete at {start * config.batch_size:,} env steps; "
+                 "pass a larger --total-steps to extend it")  # fmt: skip
+            return TrainResult(state=state, config=config, run_dir=run_dir)
+        echo(f"reppo: resuming {run_dir} at iteration {start} ({start * config.batch_size:,} env steps)")
 
     t0 = time.perf_counter()
-    state = jax.jit(init)(key_train)
-    state, metrics = iterate(state)
-    jax.block_until_ready(metrics)
-    first_eval = evaluate(state.actor_params, state.obs_stats, jax.random.fold_in(key_eval, 0))
-    jax.block_until_ready(first_eval)
+    lowered = jax.jit(iteration, donate_argnums=0).lower(state)
+    metric_names = list(jax.tree.unflatten(lowered.out_tree, [0] * lowered.out_tree.num_leaves)[1])
+    iterate = lowered.compile()
+    evaluate = jax.jit(evaluate_fn).lower(state.actor_params, state.obs_stats, key_eval).compile()
     compile_s = time.perf_counter() - t0
-    echo(f"reppo: compiled in {compile_s:.1f} s (includes the first iteration)")
+    echo(f"reppo: compiled in {compile_s:.1f} s")
 
-    logger = RunLogger(
-        run_dir,
-        columns=[
-            "eval/episode_return",
-            "eval/episode_return_std",
-            "eval/episode_length",
-            "perf/sps",
-            *(f"train/{k}" for k in metrics),
-        ],
-    )
-    progress = _Progress(config.progress, config.num_iterations * config.batch_size, config.env)
+    columns = ["eval/episode_return", "eval/episode_return_std", "eval/episode_length", "perf/sps"]
+    columns += [f"train/{k}" for k in metric_names]
+    purge_step = None
+    if resume_from is not None:
+        # Rows written after the checkpoint (by a killed process), and the off-schedule final evaluation of a
+        # run that is now extended, are replaced by what this process logs.
+        keep_last = on_schedule(start, config)
+        keep = lambda row: int(row["iteration"]) < start or (int(row["iteration"]) == start and keep_last)
+        if (run_dir / METRICS_FILE).exists():
+            rewrite_metrics(run_dir / METRICS_FILE, keep)
+        purge_step = start * config.batch_size + (1 if keep_last else 0)
+    wandb_run = _start_wandb(config, run_dir) if config.track else None
+    logger = RunLogger(run_dir, columns, seeds, purge_step=purge_step, wandb_run=wandb_run)
+    progress = _Progress(config.progress, config.num_iterations * config.batch_size, start * config.batch_size,
+                         config.env)  # fmt: skip
     result = TrainResult(state=state, config=config, run_dir=run_dir, compile_s=compile_s)
-    pending: list[dict[str, Any]] = [metrics]
-    next_eval = config.eval_every
+
+    def policy_tree(state: TrainState) -> dict[str, Any]:
+        return {"actor_params": state.actor_params, "obs_mean": state.obs_stats.mean, "obs_var": state.obs_stats.var}
+
+    def save(state: TrainState, i: int, wall_s: float, finished: bool) -> None:
+        meta = {
+            "iteration": i,
+            "env_steps": i * config.batch_size,
+            "wall_s": wall_s,
+            "finished": finished,
+            "pending": [{k: np.asarray(v, np.float64).reshape(-1).tolist() for k, v in m.items()} for m in pending],
+            "env": config.env,
+            "seeds": seeds,
+            "obs_size": env.obs_size,
+            "action_size": env.action_size,
+        }
+        checkpointer.save(i, state, policy_tree(state), meta)
+
     t_start = time.perf_counter()
-    steps_at_start = config.batch_size  # the first iteration ran during compilation
+    i = start
     try:
-        for i in range(1, config.num_iterations + 1):
-            if i > 1:
+        with _StopRequest(echo) as stop:
+            for i in range(start + 1, config.num_iterations + 1):
                 state, metrics = iterate(state)
                 pending.append(metrics)
-            env_steps = i * config.batch_size
-            elapsed = time.perf_counter() - t_start
-            sps = (env_steps - steps_at_start) / max(elapsed, 1e-9)
-            if env_steps >= next_eval or i == config.num_iterations:
-                next_eval = (env_steps // config.eval_every + 1) * config.eval_every
-                out = evaluate(state.actor_params, state.obs_stats, jax.random.fold_in(key_eval, i))
-                returns = np.asarray(out.returns)
-                train_means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
-                pending = []
-                row = {
-                    "eval/episode_return": float(returns.mean()),
-                    "eval/episode_return_std": float(returns.std()),
-                    "eval/episode_length": float(np.mean(out.lengths)),
-                    "perf/sps": sps,
-                    **_to_float_dict(train_means, "train/"),
-                }
-                elapsed = time.perf_counter() - t_start
-                logger.log(env_steps, i, elapsed, row)
-                result.evaluations.append({"env_steps": env_steps, "wall_s": elapsed, **row})
-                progress.update(env_steps, sps, row["eval/episode_return"])
-            else:
-                progress.update(env_steps, sps)
+                env_steps = i * config.batch_size
+                wall_s = wall0 + time.perf_counter() - t_start
+                sps = (env_steps - start * config.batch_size) / max(wall_s - wall0, 1e-9)
+                final = i == config.num_iterations
+                scheduled = on_schedule(i, config)
+                if scheduled or final:
+                    out = evaluate(state.actor_params, state.obs_stats, jax.random.fold_in(key_eval, i))
+                    per_seed = _eval_rows(out, pending, sps, num_seeds)
+                    if scheduled:
+                        pending = []
+                    wall_s = wall0 + time.perf_counter() - t_start
+                    aggregate = logger.log(env_steps, i, wall_s, per_seed)
+                    result.evaluations.append(
+                        {"env_steps": env_steps, "iteration": i, "wall_s": wall_s, **aggregate, "per_seed": per_seed}
+                    )
+                    progress.update(env_steps, sps, aggregate["eval/episode_return"])
+                else:
+                    progress.update(env_steps, sps)
+                if final or stop.requested or (config.checkpoint_every and i % config.checkpoint_every == 0):
+                    save(state, i, wall0 + time.perf_counter() - t_start, finished=final)
+                if stop.requested:
+                    result.interrupted = True
+                    break
     finally:
         progress.close()
         logger.close()
+        checkpointer.close()
     result.state = state
-    final = result.evaluations[-1]["eval/episode_return"] if result.evaluations else float("nan")
-    echo(
-        f"reppo: done, final deterministic eval return {final:.1f}; logs in {run_dir} "
-        f"(tensorboard --logdir {run_dir})"
-    )
+    steps = i * config.batch_size
+    if result.interrupted:
+        echo(f"reppo: stopped at {steps:,} env steps, checkpoint written; resume: reppo train --resume {run_dir}")
+    else:
+        echo(f"reppo: done, final deterministic eval return {result.final_return:.1f}; logs in {run_dir} "
+             f"(tensorboard --logdir {run_dir})")  # fmt: skip
     return result
+
+
+def _seed_text(seeds: list[int]) -> str:
+    return str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}..{seeds[-1]}"
+
+
+def _eval_rows(out, pending: list[dict[str, Any]], sps: float, num_seeds: int) -> list[dict[str, float]]:
+    """Per-seed rows: eval return statistics and the mean train metrics since the last scheduled evaluation."""
+    returns = np.asarray(out.returns, np.float64).reshape(num_seeds, -1)
+    lengths = np.asarray(out.lengths, np.float64).reshape(num_seeds, -1)
+    train = {k: np.stack([np.asarray(m[k], np.float64).reshape(num_seeds) for m in pending]) for k in pending[0]}
+    rows = []
+    for s in range(num_seeds):
+        row = {
+            "eval/episode_return": float(returns[s].mean()),
+            "eval/episode_return_std": float(returns[s].std()),
+            "eval/episode_length": float(lengths[s].mean()),
+            "perf/sps": sps,
+        }
+        row.update({f"train/{k}": float(v[:, s].mean()) for k, v in train.items()})
+        rows.append(row)
+    return rows

@@ -81,15 +81,20 @@ class REPPO(struct.PyTreeNode):
 
     # ---- init ---------------------------------------------------------------------------------------------
     def init(self, key: jax.Array) -> TrainState:
-        c, env = self.config, self.env
+        """The state of one seed: fresh networks, optimisers and duals; statistics from the first observations."""
         k_actor, k_critic, k_env, key = jax.random.split(key, 4)
-        obs = jnp.zeros((1, env.obs_size))
-        actor_params = self.actor.init(k_actor, obs)
+        env_state = self.env.reset(k_env)
+        learner = self.init_learner(k_actor, k_critic, key, env_state.obs, env_state.critic_obs)
+        return learner.replace(env_state=env_state)
+
+    def init_learner(self, k_actor, k_critic, key, obs: jax.Array, critic_obs: jax.Array) -> TrainState:
+        """Everything but the env state (``env_state=None``), given the envs' first observations."""
+        c, env = self.config, self.env
+        actor_params = self.actor.init(k_actor, jnp.zeros((1, env.obs_size)))
         critic_params = self.critic.init(
             k_critic, jnp.zeros((1, env.critic_obs_size)), jnp.zeros((1, env.action_size))
         )
         log_duals = jnp.log(jnp.array([c.init_alpha, c.init_beta], jnp.float32))
-        env_state = env.reset(k_env)
         return TrainState(
             actor_params=actor_params,
             critic_params=critic_params,
@@ -98,23 +103,32 @@ class REPPO(struct.PyTreeNode):
             critic_opt=self.critic_tx.init(critic_params),
             dual_opt=self.dual_tx.init(log_duals),
             # Start the statistics from the first observations so the first rollout is already normalised.
-            obs_stats=RunningStats.create(env.obs_size).update(env_state.obs),
-            critic_obs_stats=RunningStats.create(env.critic_obs_size).update(env_state.critic_obs),
-            env_state=env_state,
+            obs_stats=RunningStats.create(env.obs_size).update(obs),
+            critic_obs_stats=RunningStats.create(env.critic_obs_size).update(critic_obs),
+            env_state=None,
             key=key,
             iteration=jnp.zeros((), jnp.int32),
         )
 
     # ---- rollout ------------------------------------------------------------------------------------------
+    def act(self, actor_params, obs_stats: RunningStats, obs: jax.Array, key: jax.Array):
+        """a ~ pi_theta(.|x) for raw observations, clipped for the env; returns (action, log pi(a|x))."""
+        mean, std = self.policy_dist(actor_params, obs_stats, obs)
+        action, _, log_prob = distributions.sample(key, mean, std)
+        return jnp.clip(action, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS), log_prob
+
     def rollout(self, state: TrainState, key: jax.Array) -> tuple[EnvState, Transition]:
         """T steps of all envs with a ~ pi_theta; normalisation statistics frozen."""
         k_pool, k_steps = jax.random.split(key)
-        env_state = self.env.prepare_rollout(state.env_state, k_pool)
+        act = lambda obs, step_key: self.act(state.actor_params, state.obs_stats, obs, step_key)
+        return self.collect(state.env_state, k_pool, act, jax.random.split(k_steps, self.config.num_steps))
+
+    def collect(self, env_state: EnvState, pool_key: jax.Array, act: Callable, step_keys: jax.Array):
+        """Scan ``act(obs, step_key) -> (action, log_prob)`` over ``step_keys`` (one per step) through the env."""
+        env_state = self.env.prepare_rollout(env_state, pool_key)
 
         def step(env_state: EnvState, step_key: jax.Array):
-            mean, std = self.policy_dist(state.actor_params, state.obs_stats, env_state.obs)
-            action, _, log_prob = distributions.sample(step_key, mean, std)
-            action = jnp.clip(action, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
+            action, log_prob = act(env_state.obs, step_key)
             next_state, result = self.env.step(env_state, action)
             transition = Transition(
                 obs=env_state.obs,
@@ -129,7 +143,7 @@ class REPPO(struct.PyTreeNode):
             )
             return next_state, transition
 
-        return jax.lax.scan(step, env_state, jax.random.split(k_steps, self.config.num_steps))
+        return jax.lax.scan(step, env_state, step_keys)
 
     # ---- targets ------------------------------------------------------------------------------------------
     def soft_values(self, state: TrainState, next_obs: jax.Array, next_critic_obs: jax.Array, key: jax.Array):
@@ -275,13 +289,17 @@ class REPPO(struct.PyTreeNode):
         """Rollout, targets, update, then the observation statistics (spec section 1)."""
         key, k_rollout, k_targets, k_update = jax.random.split(state.key, 4)
         env_state, traj = self.rollout(state, k_rollout)
+        state, metrics = self.learn(state, traj, k_targets, k_update, key)
+        return state.replace(env_state=env_state), metrics
+
+    def learn(self, state: TrainState, traj: Transition, k_targets, k_update, next_key):
+        """Everything after the rollout: targets, E epochs of updates, statistics, counters (env state untouched)."""
         data = self.compute_targets(state, traj, k_targets)
         state, metrics = self.update(state, data, k_update)
         state = state.replace(
             obs_stats=state.obs_stats.update(traj.obs),
             critic_obs_stats=state.critic_obs_stats.update(traj.critic_obs),
-            env_state=env_state,
-            key=key,
+            key=next_key,
             iteration=state.iteration + 1,
         )
         metrics.update(
@@ -294,6 +312,42 @@ class REPPO(struct.PyTreeNode):
         )
         return state, metrics
 
+    # ---- several seeds in one program ---------------------------------------------------------------------
+    def init_seeds(self, keys: jax.Array) -> TrainState:
+        """``keys`` (S, 2), one per seed (the key ``init`` would get). Learner fields get a leading seed axis;
+        the env state is one batch of S * N envs (seed s owns envs s*N .. s*N + N - 1)."""
+        s, n = keys.shape[0], self.config.num_envs
+        split = jax.vmap(lambda k: jax.random.split(k, 4))(keys)
+        env_state = self.env.reset(split[0, 2])
+        by_seed = lambda x: x.reshape(s, n, *x.shape[1:])
+        learner = jax.vmap(self.init_learner)(
+            split[:, 0], split[:, 1], split[:, 3], by_seed(env_state.obs), by_seed(env_state.critic_obs)
+        )
+        return learner.replace(env_state=env_state)
+
+    def iteration_seeds(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One iteration of every seed: the envs step as one batch (the env is never vmapped, see
+        ``reppo.envs.playground``); acting and learning are vmapped over seeds. Metrics have shape (S,)."""
+        c = self.config
+        s, n = state.key.shape[0], c.num_envs
+        split = jax.vmap(lambda k: jax.random.split(k, 4))(state.key)
+        key, k_rollout, k_targets, k_update = (split[:, i] for i in range(4))
+        rollout_keys = jax.vmap(jax.random.split)(k_rollout)  # (S, 2, 2): pool key, step key
+        step_keys = jax.vmap(lambda k: jax.random.split(k, c.num_steps))(rollout_keys[:, 1])  # (S, T, 2)
+
+        def act(obs, keys):
+            action, log_prob = jax.vmap(self.act)(
+                state.actor_params, state.obs_stats, obs.reshape(s, n, -1), keys
+            )
+            return action.reshape(s * n, -1), log_prob.reshape(s * n)
+
+        env_state, traj = self.collect(state.env_state, rollout_keys[0, 0], act, jnp.swapaxes(step_keys, 0, 1))
+        traj = jax.tree.map(lambda x: x.reshape(c.num_steps, s, n, *x.shape[2:]), traj)
+        learner, metrics = jax.vmap(self.learn, in_axes=(0, 1, 0, 0, 0))(
+            state.replace(env_state=None), traj, k_targets, k_update, key
+        )
+        return learner.replace(env_state=env_state), metrics
+
 
 def _adam(lr: float, max_grad_norm: float | None) -> optax.GradientTransformation:
     if max_grad_norm is None:
@@ -304,11 +358,17 @@ def _adam(lr: float, max_grad_norm: float | None) -> optax.GradientTransformatio
 def make_train(config: Config, env: VecEnv) -> tuple[Callable, Callable, REPPO]:
     """Build the pure functions of a run: ``init(key) -> TrainState`` and ``iteration(state) -> (state, metrics)``.
 
-    ``config`` must be resolved (gamma, v_min, v_max filled in; see ``reppo.config.resolve``).
+    ``config`` must be resolved (gamma, v_min, v_max filled in; see ``reppo.config.resolve``). With
+    ``config.num_seeds > 1``, ``env`` holds ``num_seeds * num_envs`` envs, ``init`` takes one key per seed
+    (shape (S, 2)) and every learner field and metric has a leading seed axis.
     """
     if config.gamma is None or config.v_min is None or config.v_max is None:
         raise ValueError(
             "make_train needs a resolved Config (gamma, v_min, v_max set); call reppo.config.resolve"
+        )
+    if env.num_envs != config.num_envs * config.num_seeds:
+        raise ValueError(
+            f"env has {env.num_envs} envs; expected num_envs * num_seeds = {config.num_envs * config.num_seeds}"
         )
     hl = HLGauss.create(config.v_min, config.v_max, config.num_bins, config.hl_gauss_sigma)
     algo = REPPO(
@@ -321,4 +381,6 @@ def make_train(config: Config, env: VecEnv) -> tuple[Callable, Callable, REPPO]:
         dual_tx=_adam(config.dual_lr, None),
         hl=hl,
     )
+    if config.num_seeds > 1:
+        return algo.init_seeds, algo.iteration_seeds, algo
     return algo.init, algo.iteration, algo
