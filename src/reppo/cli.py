@@ -1,22 +1,32 @@
-"""``reppo`` command line: ``reppo train [flags]``.
+"""``reppo`` command line: ``reppo train|eval|video|plot|export``.
 
-Flags are the fields of :class:`reppo.config.Config` (tyro, hyphenated). ``--preset`` is applied first and any
-other flag overrides it, whatever the order on the command line.
+``reppo train`` flags are the fields of :class:`reppo.config.Config` (tyro, hyphenated). ``--preset`` is applied
+first and any other flag overrides it, whatever the order on the command line. ``--resume RUN_DIR`` continues a
+run; only flags that leave its trajectory unchanged (``--total-steps``, ``--progress``, ...) may be given with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
-USAGE = """usage: reppo COMMAND [flags]
+import tyro
+
+USAGE = """usage: reppo COMMAND [flags]   (reppo COMMAND --help lists its flags)
 
 commands:
-  train    train a policy with REPPO (reppo train --help lists every flag)
+  train    train a policy with REPPO; --resume RUN_DIR continues a run
+  eval     deterministic and stochastic return of a run's policy
+  video    render an episode of a run's policy to an MP4
+  plot     eval-return curves of runs (against env steps and wall-clock)
+  export   write a run's policy as a file that runs without reppo (ONNX)
 """
 
 
 def _int_fields() -> set[str]:
+    """Hyphenated names of the Config fields that hold integers."""
     from reppo.config import Config
 
     return {f.name.replace("_", "-") for f in dataclasses.fields(Config) if f.type in ("int", int)}
@@ -61,37 +71,197 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _resume_dir(args: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``--resume RUN_DIR`` (or ``--resume=RUN_DIR``) out of ``args``."""
+    for i, arg in enumerate(args):
+        if arg == "--resume":
+            if i + 1 >= len(args):
+                raise ValueError("--resume needs a run folder: reppo train --resume RUN_DIR")
+            return args[i + 1], args[:i] + args[i + 2 :]
+        if arg.startswith("--resume="):
+            return arg.split("=", 1)[1], args[:i] + args[i + 1 :]
+    return None, args
+
+
 def train_command(args: list[str]) -> int:
-    import tyro
+    from reppo.checkpoint import CheckpointError
+    from reppo.config import ConfigError, load_config, preset_config
+    from reppo.envs import EnvLoadError, UnknownEnvError
+    from reppo.training import RESUME_OVERRIDES, resume, train
 
-    from reppo.config import Config, ConfigError, preset_config
-
-    preset, args = _preprocess(args)
     try:
-        default = preset_config(preset)
-    except ConfigError as exc:
+        resume_dir, args = _resume_dir(args)
+        preset, args = _preprocess(args)
+        default = load_config(resume_dir) if resume_dir else preset_config(preset)
+    except (ValueError, CheckpointError) as exc:
         return _fail(str(exc))
     config = tyro.cli(
-        Config,
+        type(default),
         default=default,
         args=args,
         prog="reppo train",
-        description="Train a policy with REPPO on a MuJoCo Playground task.",
+        description="Train a policy with REPPO on a MuJoCo Playground task (--resume RUN_DIR continues a run).",
     )
-    from reppo.envs import EnvLoadError, UnknownEnvError
-    from reppo.train import train
-
     try:
-        train(config)
-    except (ConfigError, UnknownEnvError, EnvLoadError, OSError) as exc:
+        if resume_dir:
+            names = [f.name for f in dataclasses.fields(config)]
+            changed = [n for n in names if getattr(config, n) != getattr(default, n)]
+            bad = [name for name in changed if name not in RESUME_OVERRIDES]
+            if bad:
+                allowed = ", ".join("--" + n.replace("_", "-") for n in RESUME_OVERRIDES)
+                return _fail(f"--{bad[0].replace('_', '-')} cannot change when resuming; allowed: {allowed}")
+            result = resume(resume_dir, **{name: getattr(config, name) for name in changed})
+        else:
+            result = train(config)
+    except (ConfigError, CheckpointError, UnknownEnvError, EnvLoadError, OSError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
-        print("reppo: interrupted", file=sys.stderr)
+        print("reppo: aborted", file=sys.stderr)
         return 130
+    return 130 if result.interrupted else 0
+
+
+RunDir = Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    """Evaluate a run's policy (latest checkpoint) on whole episodes of its env."""
+
+    run_dir: RunDir
+    episodes: int = 20
+    """Episodes per mode (run in parallel)."""
+    seed_index: int = 0
+    """Which seed of a --num-seeds run (0 is its first seed)."""
+    seed: int = 0
+    """PRNG seed of the evaluation (initial states, stochastic actions)."""
+
+
+def eval_command(args: list[str]) -> int:
+    import jax
+    import numpy as np
+
+    from reppo.config import load_config
+    from reppo.evaluate import evaluate_policy
+    from reppo.policy import load
+
+    a = tyro.cli(EvalArgs, args=args, prog="reppo eval")
+    try:
+        config = load_config(a.run_dir)
+        policy = load(a.run_dir, seed_index=a.seed_index)
+        key = jax.random.PRNGKey(a.seed)
+        print(f"{policy.env}, {a.episodes} episodes, {a.run_dir}")
+        print(f"{'policy':<14}{'mean':>10}{'std':>10}{'min':>10}{'max':>10}")
+        for name, deterministic in (("deterministic", True), ("stochastic", False)):
+            out = evaluate_policy(policy, a.episodes, key, deterministic=deterministic, impl=config.impl)
+            r = np.asarray(out.returns)
+            print(f"{name:<14}{r.mean():>10.2f}{r.std():>10.2f}{r.min():>10.2f}{r.max():>10.2f}")
+    except (ValueError, RuntimeError, OSError) as exc:
+        return _fail(str(exc))
     return 0
 
 
-COMMANDS = {"train": train_command}
+@dataclass(frozen=True)
+class VideoArgs:
+    """Render one episode of a run's deterministic policy to an MP4 (headless, MuJoCo's offscreen renderer)."""
+
+    run_dir: RunDir
+    out: str = "episode.mp4"
+    """Output MP4 file."""
+    seed_index: int = 0
+    """Which seed of a --num-seeds run."""
+    seed: int = 0
+    """PRNG seed of the episode's initial state."""
+    max_steps: int | None = None
+    """Stop after this many steps (default: the whole episode)."""
+    width: int = 320
+    height: int = 240
+    camera: str | None = None
+    """Camera name (default: the model's free camera)."""
+
+
+def video_command(args: list[str]) -> int:
+    a = tyro.cli(VideoArgs, args=args, prog="reppo video")
+    try:
+        import jax
+
+        from reppo.config import load_config
+        from reppo.policy import load
+        from reppo.video import render_episode
+
+        config = load_config(a.run_dir)
+        policy = load(a.run_dir, seed_index=a.seed_index)
+        out = render_episode(
+            policy.env, policy, a.out, key=jax.random.PRNGKey(a.seed), impl=config.impl, max_steps=a.max_steps,
+            width=a.width, height=a.height, camera=a.camera,
+        )  # fmt: skip
+    except (ValueError, RuntimeError, OSError) as exc:
+        return _fail(str(exc))
+    print(f"reppo: wrote {out.path} ({out.num_frames} frames at {out.fps:.0f} fps, return {out.episode_return:.1f})")
+    return 0
+
+
+@dataclass(frozen=True)
+class PlotArgs:
+    """Plot deterministic eval return against env steps and wall-clock time for runs (mean and interval)."""
+
+    run_dirs: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR...")]
+    out: str = "curves.png"
+    """Output PNG file."""
+    label_by: Literal["env", "run"] = "env"
+    """Group curves by env id (seeds and runs of a task pooled) or draw each run folder on its own."""
+    interval: Literal["ci95", "std", "minmax"] = "ci95"
+    """Band around the mean: 95% bootstrap CI of the mean, one standard deviation, or min-max."""
+
+
+def plot_command(args: list[str]) -> int:
+    from reppo.plot import plot_curves
+
+    a = tyro.cli(PlotArgs, args=args, prog="reppo plot")
+    try:
+        path = plot_curves(a.run_dirs, a.out, label_by=a.label_by, interval=a.interval)
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+    print(f"reppo: wrote {path}")
+    return 0
+
+
+@dataclass(frozen=True)
+class ExportArgs:
+    """Export a run's policy (raw observation -> action, normalisation included) for use without reppo or JAX."""
+
+    run_dir: RunDir
+    format: Literal["onnx"] = "onnx"
+    """File format."""
+    out: str | None = None
+    """Output file (default RUN_DIR/policy.onnx)."""
+    seed_index: int = 0
+    """Which seed of a --num-seeds run."""
+
+
+def export_command(args: list[str]) -> int:
+    from pathlib import Path
+
+    a = tyro.cli(ExportArgs, args=args, prog="reppo export")
+    try:
+        from reppo.export import export_policy
+        from reppo.policy import load
+
+        policy = load(a.run_dir, seed_index=a.seed_index)
+        path = export_policy(policy, a.out or Path(a.run_dir) / f"policy.{a.format}", format=a.format)
+    except (ValueError, RuntimeError, OSError, ImportError) as exc:
+        return _fail(str(exc))
+    print(f"reppo: wrote {path} (input 'obs' [batch, {policy.obs_size}]; outputs 'action', 'mean', 'std')")
+    return 0
+
+
+COMMANDS = {
+    "train": train_command,
+    "eval": eval_command,
+    "video": video_command,
+    "plot": plot_command,
+    "export": export_command,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return _fail(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)}")
+    from reppo.training import enable_compilation_cache
+
+    enable_compilation_cache()
     return COMMANDS[command](rest)
 
 

@@ -67,3 +67,19 @@ def make_evaluate(actor: Actor, env: VecEnv, deterministic: bool = True, num_see
         return EvalResult(returns=returns, lengths=lengths)
 
     return evaluate
+
+
+def evaluate_policy(policy, episodes: int, key: jax.Array, deterministic: bool = True, impl: str = "jax"):
+    """Run ``episodes`` whole episodes of a :class:`reppo.policy.Policy` on its env; returns an EvalResult."""
+    from reppo.envs import make_env
+
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes} must be a positive integer")
+    env = make_env(policy.env, episodes, impl=impl, randomize_steps=False)
+    if env.obs_size != policy.obs_size or env.action_size != policy.action_size:
+        raise ValueError(
+            f"policy (obs {policy.obs_size}, action {policy.action_size}) does not fit {policy.env} "
+            f"(obs {env.obs_size}, action {env.action_size})"
+        )
+    stats = RunningStats(mean=jnp.asarray(policy.obs_mean), var=jnp.asarray(policy.obs_var), count=jnp.ones(()))
+    return jax.jit(make_evaluate(policy.actor, env, deterministic))(policy.params, stats, key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reppo.config import Config
-from reppo.train import train
+from reppo.training import train
 
 # The embedded default must reach this deterministic evaluation return within its budget (issue: >= 800 within
 # 10 minutes on a 2-core CPU). Doing nothing scores about 695 on this task, a random policy far less.

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +58,22 @@ class TrainResult:
     def final_return(self) -> float:
         """Aggregate deterministic eval return of the last evaluation (NaN if none)."""
         return self.evaluations[-1]["eval/episode_return"] if self.evaluations else float("nan")
+
+
+def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
+    """Keep compiled programs on disk so a rerun of the same config skips most of its compile time (about 35 s
+    -> 9 s for CartpoleBalance on a 2-core CPU). Default folder: ``$JAX_COMPILATION_CACHE_DIR`` if set, else
+    ``~/.cache/reppo/xla``; ``REPPO_COMPILATION_CACHE=0`` turns it off. Returns the folder used (None: off)."""
+    if os.environ.get("REPPO_COMPILATION_CACHE", "1") == "0":
+        return None
+    path = Path(path or os.environ.get("JAX_COMPILATION_CACHE_DIR") or Path.home() / ".cache" / "reppo" / "xla")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # an unwritable cache only costs compile time
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path
 
 
 def default_run_dir(config: Config) -> Path:
@@ -162,7 +179,7 @@ def _start_wandb(config: Config, run_dir: Path):
     except ImportError as exc:
         raise ConfigError('track=True needs Weights & Biases: pip install "reppo[track]"') from exc
     id_file = run_dir / WANDB_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
     _write_atomic(id_file, run_id)
     return wandb.init(
         project=config.wandb_project,
@@ -307,6 +324,8 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
                         {"env_steps": env_steps, "iteration": i, "wall_s": wall_s, **aggregate, "per_seed": per_seed}
                     )
                     progress.update(env_steps, sps, aggregate["eval/episode_return"])
+                    if config.video:
+                        _record_video(config, run_dir, algo, state, env_steps, jax.random.fold_in(key_eval, i))
                 else:
                     progress.update(env_steps, sps)
                 if final or stop.requested or (config.checkpoint_every and i % config.checkpoint_every == 0):
@@ -326,6 +345,22 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
         echo(f"reppo: done, final deterministic eval return {result.final_return:.1f}; logs in {run_dir} "
              f"(tensorboard --logdir {run_dir})")  # fmt: skip
     return result
+
+
+def _record_video(config: Config, run_dir: Path, algo, state: TrainState, env_steps: int, key) -> None:
+    """``RUN_DIR/videos/eval_<env_steps>.mp4``: one episode of the deterministic policy of the first seed."""
+    from reppo.policy import Policy
+    from reppo.video import render_episode
+
+    first = (lambda x: x[0]) if config.num_seeds > 1 else (lambda x: x)
+    policy = Policy(
+        algo.actor,
+        jax.tree.map(first, state.actor_params),
+        np.asarray(first(state.obs_stats.mean)),
+        np.asarray(first(state.obs_stats.var)),
+        env=config.env,
+    )
+    render_episode(config.env, policy, run_dir / "videos" / f"eval_{env_steps:010d}.mp4", key=key, impl=config.impl)
 
 
 def _seed_text(seeds: list[int]) -> str:
