@@ -84,3 +84,98 @@ def test_resolve_fills_task_presets():
 def test_resolve_unknown_env_suggests_close_matches():
     with pytest.raises(UnknownEnvError, match="did you mean: CartpoleBalance"):
         resolve(Config(env="CartpoleBalanse"))
+
+
+# ---- property tests: any config either validates (and then trains) or fails with one line naming the field ----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ANY_VALUE = st.one_of(
+    st.integers(-10, 10_000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=6),
+    st.sampled_from(["CartpoleBalance", "cpu", "jax", "paper-small", "warp", "CheetahRun"]),
+    st.lists(st.integers(), max_size=2),
+)
+_FIELDS = [f.name for f in dataclasses.fields(Config)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(_FIELDS), _ANY_VALUE, min_size=1, max_size=4))
+def test_any_value_validates_or_fails_with_one_line(overrides):
+    config = dataclasses.replace(Config(), **overrides)
+    try:
+        resolved = resolve(config)
+    except (ConfigError, UnknownEnvError) as exc:
+        message = str(exc)
+        assert "\n" not in message and message
+        # the message names a field that was overridden (or a field derived from them, e.g. the batch split)
+        named = [name for name in _FIELDS if message.startswith(f"{name}=") or f" {name}=" in message]
+        assert named or message.startswith("unknown env"), message
+        return
+    validate(resolved)  # resolving is idempotent and leaves a valid config
+
+
+@st.composite
+def _small_configs(draw) -> dict:
+    """Small configs over every size field, mostly valid (so most draws train); sometimes one value out of range."""
+    values = {
+        "num_envs": draw(st.integers(1, 12)),
+        "num_steps": draw(st.integers(1, 6)),
+        "num_epochs": draw(st.integers(1, 3)),
+        "num_value_samples": draw(st.integers(1, 5)),
+        "num_kl_samples": draw(st.integers(1, 4)),
+        "critic_width": draw(st.integers(1, 24)),
+        "actor_width": draw(st.integers(1, 24)),
+        "critic_depth": draw(st.integers(1, 3)),
+        "actor_depth": draw(st.integers(1, 3)),
+        "num_bins": draw(st.integers(3, 64)),
+        "value_chunk_size": draw(st.integers(1, 64)),
+        "lam": draw(st.floats(0, 1)),
+        "gamma": draw(st.none() | st.floats(0.01, 1)),
+        "kl_bound": draw(st.floats(1e-3, 1.0)),
+        "min_std": draw(st.floats(0, 0.5)),
+        "entropy_coef": draw(st.floats(0, 2.0)),
+        "num_seeds": draw(st.integers(1, 2)),
+    }
+    batch = values["num_envs"] * values["num_steps"]
+    values["num_minibatches"] = draw(st.sampled_from([d for d in range(1, batch + 1) if batch % d == 0]))
+    values["init_std"] = values["min_std"] + draw(st.floats(0.01, 2.0))
+    v_min = draw(st.floats(-200, 100))
+    values["v_min"], values["v_max"] = v_min, v_min + draw(st.floats(1, 300))
+    if draw(st.integers(0, 4)) == 0:  # one value out of range
+        bad_values = [
+            ("num_minibatches", batch + 1), ("lam", 1.5), ("v_max", v_min - 1),
+            ("num_bins", 2), ("init_std", values["min_std"]), ("num_envs", 0),
+        ]  # fmt: skip
+        field, bad = draw(st.sampled_from(bad_values))
+        values[field] = bad
+    return values
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_small_configs())
+def test_drawn_configs_train_one_iteration_or_fail_cleanly(values):
+    import jax
+    import numpy as np
+
+    from reppo.algo.reppo import make_train
+    from reppo.envs import make_env
+
+    config = Config(env="ToyAsymmetric", **values)
+    try:
+        config = resolve(config)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+        return
+    env = make_env(config.env, config.num_envs * config.num_seeds)
+    init, iteration, _ = make_train(config, env)
+    keys = jax.numpy.stack([jax.random.PRNGKey(s) for s in range(config.num_seeds)])
+    state = init(keys[0] if config.num_seeds == 1 else keys)
+    state, metrics = jax.jit(iteration)(state)
+    assert int(np.asarray(state.iteration).reshape(-1)[0]) == 1
+    for value in jax.tree.leaves(state.actor_params):
+        assert np.all(np.isfinite(np.asarray(value)))

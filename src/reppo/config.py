@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 CONFIG_FILE = "config.yaml"
 """The resolved Config of a run, in its run folder."""
@@ -118,6 +120,11 @@ class Config:
     video: bool = False
     """Record an episode of the deterministic policy (seed index 0) as an MP4 at every evaluation."""
 
+    # --- robustness ---
+    max_bad_iterations: int = 3
+    """Consecutive iterations rolled back for non-finite observations, rewards, losses or parameters before the run
+    stops (with a checkpoint of the last good state); 0 disables the NaN/Inf guard."""
+
     @property
     def batch_size(self) -> int:
         return self.num_envs * self.num_steps
@@ -158,11 +165,52 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    name = " or ".join(_type_name(a) for a in args) if args else getattr(hint, "__name__", str(hint))
+    return name + (" or None" if type(None) in typing.get_args(hint) else "")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the field annotation ``hint`` (bool is not an int; an int is a valid float)."""
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_has_type(value, a) for a in typing.get_args(hint))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def check_types(config: Config) -> None:
+    """Raise ConfigError for the first field whose value has the wrong type."""
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not _has_type(value, hints[f.name]):
+            problem = "is not allowed" if "one of" in _type_name(hints[f.name]) else "has the wrong type"
+            raise ConfigError(f"{f.name}={value!r} {problem}; allowed: {_type_name(hints[f.name])}")
+
+
 def validate(config: Config) -> None:
     """Raise ConfigError (one line) for the first value that is out of range. Runs before anything compiles."""
     c = config
-    _require(c.preset in PRESETS, f"preset={c.preset!r} is not a preset; allowed: {', '.join(PRESETS)}")
-    _require(c.impl in ("jax", "warp"), f"impl={c.impl!r} is not allowed; allowed: jax, warp")
+    _require(
+        isinstance(c.preset, str) and c.preset in PRESETS,
+        f"preset={c.preset!r} is not a preset; allowed: {', '.join(PRESETS)}",
+    )
+    _require(
+        isinstance(c.impl, str) and c.impl in ("jax", "warp"), f"impl={c.impl!r} is not allowed; allowed: jax, warp"
+    )
+    check_types(c)
     for name in (
         "total_steps",
         "num_envs",
@@ -188,6 +236,12 @@ def validate(config: Config) -> None:
     _require(
         isinstance(c.checkpoint_every, int) and not isinstance(c.checkpoint_every, bool) and c.checkpoint_every >= 0,
         f"checkpoint_every={c.checkpoint_every!r} must be an integer >= 0",
+    )
+    _require(
+        isinstance(c.max_bad_iterations, int)
+        and not isinstance(c.max_bad_iterations, bool)
+        and c.max_bad_iterations >= 0,
+        f"max_bad_iterations={c.max_bad_iterations!r} must be an integer >= 0",
     )
     _require(c.num_bins >= 3, f"num_bins={c.num_bins} must be at least 3")
     _require(
