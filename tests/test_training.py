@@ -277,3 +277,15 @@ def test_wandb_offline_run_is_continued_on_resume(tmp_path, monkeypatch):
     resume(run, total_steps=B * 8)
     offline = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(name.endswith(run_id) for name in offline)
+
+
+@pytest.mark.slow
+def test_video_recorded_at_each_evaluation(tmp_path):
+    import imageio.v3 as iio
+
+    run = tmp_path / "run"
+    train(_config(8, video=True), run_dir=run)  # evaluations after iterations 4 and 8
+    videos = sorted((run / "videos").glob("*.mp4"))
+    assert [v.name for v in videos] == [f"eval_{4 * B:010d}.mp4", f"eval_{8 * B:010d}.mp4"]
+    frames = iio.imread(videos[-1])
+    assert frames.shape == (1001, 240, 320, 3) and frames.std() > 10  # reset state + 1000 steps
