@@ -289,3 +289,13 @@ def test_video_recorded_at_each_evaluation(tmp_path):
     assert [v.name for v in videos] == [f"eval_{4 * B:010d}.mp4", f"eval_{8 * B:010d}.mp4"]
     frames = iio.imread(videos[-1])
     assert frames.shape == (1001, 240, 320, 3) and frames.std() > 10  # reset state + 1000 steps
+
+
+def test_run_killed_before_its_first_checkpoint_restarts_from_the_beginning(reference, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text((reference.run_dir / "config.yaml").read_text())
+    (run / "metrics.csv").write_text("env_steps,iteration,wall_s,seed,eval/episode_ret")  # a torn first write
+    done = resume(run)
+    _assert_same_state(done.state, reference.state)
+    assert _rows(run) == _rows(reference.run_dir)

@@ -31,13 +31,16 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
 
 
 def rewrite_metrics(path: Path, keep: Callable[[dict[str, str]], bool]) -> int:
-    """Atomically rewrite ``path`` with the complete rows ``keep`` accepts; returns the number dropped."""
+    """Atomically rewrite ``path`` with the complete rows ``keep`` accepts; returns the number dropped. A file left
+    with no complete row (or a torn header) is removed, so the next writer starts it with a fresh header."""
     with open(path, newline="") as f:
-        header = next(csv.reader(f), None)
-    if header is None:
-        return 0
-    rows = read_metrics(path)
+        first = f.readline()
+    rows = read_metrics(path) if first.endswith("\n") else []
     kept = [row for row in rows if keep(row)]
+    if not kept:
+        path.unlink()
+        return len(rows)
+    header = next(csv.reader([first]))
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from reppo.algo.reppo import TrainState, make_train
-from reppo.checkpoint import Checkpointer, CheckpointError
+from reppo.checkpoint import Checkpointer
 from reppo.config import CONFIG_FILE, Config, ConfigError, load_config, resolve
 from reppo.envs import make_env
 from reppo.evaluate import make_evaluate
@@ -218,10 +218,9 @@ def resume(run_dir: str | Path, echo=print, **overrides) -> TrainResult:
     if bad:
         raise ConfigError(f"{bad[0]} cannot change when resuming; allowed: {', '.join(RESUME_OVERRIDES)}")
     config = resolve(dataclasses.replace(config, **overrides))
-    checkpointer = Checkpointer(run_dir, create=False)
-    last = checkpointer.latest()
-    if last is None:
-        raise CheckpointError(f"{run_dir} has no checkpoint to resume from")
+    # A run killed before its first checkpoint starts again from iteration 0 (the same trajectory).
+    checkpointer = Checkpointer(run_dir)
+    last = checkpointer.latest() or 0
     if config.num_iterations < last:
         raise ConfigError(
             f"total_steps={config.total_steps} is below the {last * config.batch_size} env steps this run has done"
@@ -245,7 +244,7 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
     checkpointer = resume_from or Checkpointer(run_dir)
 
     pending: list[dict[str, Any]] = []  # train metrics of the iterations since the last scheduled evaluation
-    if resume_from is None:
+    if resume_from is None or resume_from.latest() is None:
         start, wall0 = 0, 0.0
         state = jax.jit(init)(init_key)
         echo(f"reppo: training {config.env} ({config.preset} preset, seeds {_seed_text(seeds)}); logs in {run_dir}")
