@@ -133,6 +133,7 @@ def test_loaded_policy_is_the_trained_actor(reference):
         policy(np.zeros((2, 3)))
 
 
+@pytest.mark.slow  # about 1-2 minutes: the default suite stays under 15 minutes
 def test_ctrl_c_checkpoints_and_kill_9_loses_only_the_unsaved_work(reference, tmp_path):
     run = tmp_path / "run"
     # A long budget so the process is surely mid-run when interrupted; the trajectory does not depend on it.
@@ -183,6 +184,7 @@ def test_resume_refuses_changes_to_the_trajectory(reference, tmp_path):
     assert proc.returncode == 2 and "has no config.yaml" in err
 
 
+@pytest.mark.slow  # about 1-2 minutes: the default suite stays under 15 minutes
 def test_many_seeds_in_one_program(tmp_path):
     config = _config(6, num_seeds=3, seed=5)
     run = tmp_path / "run"
