@@ -203,7 +203,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("reppo.export.os.replace", failing_replace)
+    monkeypatch.setattr("reppo.files.os.replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         export_onnx(make_policy(1), path)
     assert path.read_bytes() == before  # the old file is untouched and no temporary file is left

@@ -10,12 +10,12 @@ log_std_max)) + min_std`` (nets.Actor), and the deterministic action ``clip(tanh
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from reppo.files import write_atomic
 
 if TYPE_CHECKING:
     from reppo.policy import Policy
@@ -52,7 +52,7 @@ def export_onnx(policy: Policy, path: str | Path, opset: int = 17) -> Path:
         raise ValueError(f"opset={opset!r} is not supported; allowed: {MIN_OPSET}..{max_opset}")
     model = _build_model(onnx, policy, opset)
     onnx.checker.check_model(model, full_check=True)
-    return _write_atomically(Path(path), model.SerializeToString())
+    return write_atomic(path, model.SerializeToString())
 
 
 def _import_onnx():
@@ -217,21 +217,3 @@ def _build_model(onnx, policy: Policy, opset: int):
     }
     helper.set_model_props(model, metadata)
     return model
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then ``os.replace`` it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        # O_EXCL: never follow or reuse an existing file; mode 0o666 is reduced by the umask like open() does.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path

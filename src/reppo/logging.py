@@ -8,11 +8,13 @@ aggregate plus ``seed_<s>/...`` keys.
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from reppo.files import write_atomic
 
 METRICS_FILE = "metrics.csv"
 BASE_COLUMNS = ["env_steps", "iteration", "wall_s", "seed"]
@@ -41,14 +43,11 @@ def rewrite_metrics(path: Path, keep: Callable[[dict[str, str]], bool]) -> int:
         path.unlink()
         return len(rows)
     header = next(csv.reader([first]))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=header)
+    writer.writeheader()
+    writer.writerows(kept)
+    write_atomic(path, text.getvalue())
     return len(rows) - len(kept)
 
 

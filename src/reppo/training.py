@@ -29,6 +29,7 @@ from reppo.checkpoint import Checkpointer
 from reppo.config import CONFIG_FILE, Config, ConfigError, load_config, resolve
 from reppo.envs import make_env
 from reppo.evaluate import make_evaluate
+from reppo.files import write_atomic
 from reppo.logging import METRICS_FILE, RunLogger, rewrite_metrics
 
 WANDB_ID_FILE = "wandb-run-id"
@@ -90,15 +91,6 @@ def _check_writable(path: Path) -> Path:
     except OSError as exc:
         raise OSError(f"run folder {path} is not writable: {exc.strerror}") from exc
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def seeds_of(config: Config) -> list[int]:
@@ -180,7 +172,7 @@ def _start_wandb(config: Config, run_dir: Path):
         raise ConfigError('track=True needs Weights & Biases: pip install "reppo[track]"') from exc
     id_file = run_dir / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
-    _write_atomic(id_file, run_id)
+    write_atomic(id_file, run_id)
     return wandb.init(
         project=config.wandb_project,
         name=run_dir.name,
@@ -233,7 +225,7 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
     env = make_env(config.env, config.num_envs * num_seeds, impl=config.impl)
     eval_env = make_env(config.env, config.eval_envs * num_seeds, impl=config.impl, randomize_steps=False)
     _check_writable(run_dir)
-    _write_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    write_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
     init, iteration, algo = make_train(config, env)
     keys = jnp.stack([jax.random.split(jax.random.PRNGKey(s)) for s in seeds])  # (S, 2 [train, eval], 2)
