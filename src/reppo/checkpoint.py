@@ -9,11 +9,15 @@
   the last evaluation) and what ``load`` needs to rebuild the actor (obs and action sizes).
 
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a process killed during a
-write leaves the previous checkpoints intact and the half-written one invisible.
+write leaves the previous checkpoints intact and the half-written one invisible. Checkpoints beyond the last
+``max_to_keep`` are first renamed into ``checkpoints/.deleted/`` and only then removed: removing a folder in place is
+not atomic, and a process killed during it left a half-deleted step that still looked like a checkpoint (found by
+``tests/test_files.py``, which kills writers many times).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ import jax
 
 CHECKPOINT_DIR = "checkpoints"
 MAX_TO_KEEP = 3
+DELETED_DIR = ".deleted"  # inside CHECKPOINT_DIR: old checkpoints are renamed here, then removed
 
 
 class CheckpointError(RuntimeError):
@@ -56,9 +61,14 @@ class Checkpointer:
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"{run_dir} has no {CHECKPOINT_DIR}/ folder: not a reppo run, or no checkpoint yet")
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=create, enable_async_checkpointing=False
+            max_to_keep=max_to_keep, create=create, enable_async_checkpointing=False, todelete_subdir=DELETED_DIR
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._purge_deleted()
+
+    def _purge_deleted(self) -> None:
+        """Remove the checkpoints renamed away (also those a killed process left there)."""
+        shutil.rmtree(self.directory / DELETED_DIR, ignore_errors=True)
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -78,6 +88,7 @@ class Checkpointer:
             force=True,
         )
         self._manager.wait_until_finished()
+        self._purge_deleted()
 
     def _step(self, iteration: int | None) -> int:
         steps = self.steps()

@@ -87,7 +87,7 @@ def train_command(args: list[str]) -> int:
     from reppo.checkpoint import CheckpointError
     from reppo.config import ConfigError, load_config, preset_config
     from reppo.envs import EnvLoadError, UnknownEnvError
-    from reppo.training import RESUME_OVERRIDES, resume, train
+    from reppo.training import RESUME_OVERRIDES, TrainingDivergedError, resume, train
 
     try:
         resume_dir, args = _resume_dir(args)
@@ -115,6 +115,9 @@ def train_command(args: list[str]) -> int:
             result = train(config)
     except (ConfigError, CheckpointError, UnknownEnvError, EnvLoadError, OSError) as exc:
         return _fail(str(exc))
+    except TrainingDivergedError as exc:  # non-finite values: exit 3 with the one-line report
+        print(f"reppo: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("reppo: aborted", file=sys.stderr)
         return 130

@@ -121,6 +121,9 @@ class Config:
     """Record an episode of the deterministic policy (seed index 0) as an MP4 at every evaluation."""
 
     # --- robustness ---
+    max_bad_iterations: int = 3
+    """Consecutive iterations rolled back for non-finite observations, rewards, losses or parameters before the run
+    stops (with a checkpoint of the last good state); 0 disables the NaN/Inf guard."""
 
     @property
     def batch_size(self) -> int:
@@ -233,6 +236,12 @@ def validate(config: Config) -> None:
     _require(
         isinstance(c.checkpoint_every, int) and not isinstance(c.checkpoint_every, bool) and c.checkpoint_every >= 0,
         f"checkpoint_every={c.checkpoint_every!r} must be an integer >= 0",
+    )
+    _require(
+        isinstance(c.max_bad_iterations, int)
+        and not isinstance(c.max_bad_iterations, bool)
+        and c.max_bad_iterations >= 0,
+        f"max_bad_iterations={c.max_bad_iterations!r} must be an integer >= 0",
     )
     _require(c.num_bins >= 3, f"num_bins={c.num_bins} must be at least 3")
     _require(

@@ -4,12 +4,21 @@ The loop never computes a loss: it calls the jitted ``iteration`` from ``reppo.a
 iteration. A run's trajectory depends only on its config and seed, never on ``total_steps``: evaluations fall
 on a fixed schedule (every ``eval_every`` env steps) plus one final evaluation that does not touch the training
 state, so a shorter run is an exact prefix of a longer one and a checkpoint can be resumed and extended.
+
+With the NaN/Inf guard on (``max_bad_iterations > 0``) the loop reads each iteration's ``health/*`` flags (one
+scalar per seed) and stops with :class:`TrainingDivergedError` after ``max_bad_iterations`` consecutive rolled-back
+iterations of a seed, after checkpointing the state it holds (rolled back, hence the last good learner). The flags
+of iteration i are read after iteration i + 1 has been dispatched, so the host never makes the device wait; at an
+evaluation, a checkpoint, the last iteration or a Ctrl-C (where the loop waits anyway) they are read at once. A
+divergence found one iteration late is reported at the iteration where it happened, and the checkpoint is that of
+the next iteration (finite: rolled back again, or a normal update).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import threading
 import time
@@ -25,7 +34,7 @@ import numpy as np
 import yaml
 
 from reppo.algo.reppo import TrainState, make_train
-from reppo.checkpoint import Checkpointer
+from reppo.checkpoint import MAX_TO_KEEP, Checkpointer
 from reppo.config import CONFIG_FILE, Config, ConfigError, load_config, resolve
 from reppo.envs import make_env
 from reppo.evaluate import make_evaluate
@@ -35,6 +44,64 @@ from reppo.logging import METRICS_FILE, RunLogger, rewrite_metrics
 WANDB_ID_FILE = "wandb-run-id"
 # Flags that may change when a run is resumed: none of them changes the training trajectory.
 RESUME_OVERRIDES = ("total_steps", "progress", "checkpoint_every", "track", "video")
+
+
+class TrainingDivergedError(RuntimeError):
+    """A seed had ``max_bad_iterations`` consecutive iterations rolled back for non-finite values; the message is
+    one line naming the iteration, the failed checks, the envs reset and the last good checkpoint."""
+
+    def __init__(self, message: str, *, iteration: int, checkpoint: Path, checks: list[str], envs_reset: int):
+        super().__init__(message)
+        self.iteration = iteration
+        self.checkpoint = checkpoint
+        self.checks = checks
+        self.envs_reset = envs_reset
+
+
+class _Health:
+    """Consecutive rolled-back iterations per seed, from each iteration's ``health/*`` metrics."""
+
+    CHECKS = ("obs", "reward", "loss", "params")
+
+    def __init__(self, config: Config, echo):
+        self.limit, self.num_seeds, self.echo = config.max_bad_iterations, config.num_seeds, echo
+        self.streak = np.zeros(self.num_seeds, np.int64)
+        self.envs = np.zeros(self.num_seeds, np.int64)  # envs reset during the current streak
+        self.failed = [set() for _ in range(self.num_seeds)]  # checks failed during the current streak
+        self.warned = False
+
+    def _read(self, metrics, name: str) -> np.ndarray:
+        return np.asarray(metrics[name], np.float64).reshape(self.num_seeds)
+
+    def update(self, i: int, metrics: dict[str, Any]) -> list[int]:
+        """Count iteration ``i``; returns the indices of the seeds that reached the limit (empty: carry on)."""
+        rolled = self._read(metrics, "health/rolled_back") > 0  # blocks until the iteration is done
+        if not rolled.any():
+            self.streak[:], self.envs[:] = 0, 0
+            self.failed = [set() for _ in range(self.num_seeds)]
+            return []
+        bad_envs = self._read(metrics, "health/bad_envs")
+        flags = {c: self._read(metrics, f"health/nonfinite_{c}") > 0 for c in self.CHECKS}
+        for s in range(self.num_seeds):
+            if not rolled[s]:
+                self.streak[s], self.envs[s], self.failed[s] = 0, 0, set()
+                continue
+            self.streak[s] += 1
+            self.envs[s] += int(bad_envs[s])
+            self.failed[s] |= {c for c in self.CHECKS if flags[c][s]}
+        if not self.warned:
+            self.warned = True
+            which = [s for s in range(self.num_seeds) if rolled[s]]
+            self.echo(
+                f"reppo: warning: iteration {i}: non-finite {self.describe(which)}; update rolled back, "
+                f"{int(bad_envs[which].sum())} envs reset (the run stops after {self.limit} consecutive; "
+                "further ones are counted in the health/* columns)"
+            )
+        return [s for s in range(self.num_seeds) if self.streak[s] >= self.limit]
+
+    def describe(self, which: list[int]) -> str:
+        checks = sorted(set().union(*(self.failed[s] for s in which)), key=self.CHECKS.index)
+        return ", ".join(checks) or "values"
 
 
 @dataclass
@@ -91,6 +158,26 @@ def _check_writable(path: Path) -> Path:
     except OSError as exc:
         raise OSError(f"run folder {path} is not writable: {exc.strerror}") from exc
     return path
+
+
+# Room for the logs (metrics.csv, TensorBoard events) on top of the checkpoints, and per recorded video.
+LOG_BYTES = 16 * 2**20
+VIDEO_BYTES = 4 * 2**20
+
+
+def _check_free_space(run_dir: Path, state: TrainState, config: Config) -> None:
+    """Fail at start, not at the first checkpoint hours later, when the run folder's file system lacks room for
+    ``MAX_TO_KEEP`` checkpoints plus the one being written (each about the size of the state) and the logs."""
+    checkpoint = sum(x.nbytes for x in jax.tree.leaves(state))
+    evaluations = -(-config.total_steps // config.eval_every)
+    need = (MAX_TO_KEEP + 1) * checkpoint + LOG_BYTES + (VIDEO_BYTES * evaluations if config.video else 0)
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise OSError(
+            f"run folder {run_dir} has {free / 2**20:.1f} MiB free; this run needs about {need / 2**20:.1f} MiB "
+            f"({MAX_TO_KEEP + 1} checkpoints of {checkpoint / 2**20:.1f} MiB and the logs): free space or pass "
+            "another --run-dir"
+        )
 
 
 def seeds_of(config: Config) -> list[int]:
@@ -233,7 +320,6 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
     key_eval = keys[0, 1]
     batched = num_seeds > 1
     evaluate_fn = make_evaluate(algo.actor, eval_env, deterministic=True, num_seeds=num_seeds if batched else None)
-    checkpointer = resume_from or Checkpointer(run_dir)
 
     pending: list[dict[str, Any]] = []  # train metrics of the iterations since the last scheduled evaluation
     if resume_from is None or resume_from.latest() is None:
@@ -249,6 +335,8 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
                  "pass a larger --total-steps to extend it")  # fmt: skip
             return TrainResult(state=state, config=config, run_dir=run_dir)
         echo(f"reppo: resuming {run_dir} at iteration {start} ({start * config.batch_size:,} env steps)")
+    _check_free_space(run_dir, state, config)
+    checkpointer = resume_from or Checkpointer(run_dir)
 
     t0 = time.perf_counter()
     lowered = jax.jit(iteration, donate_argnums=0).lower(state)
@@ -259,7 +347,8 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
     echo(f"reppo: compiled in {compile_s:.1f} s")
 
     columns = ["eval/episode_return", "eval/episode_return_std", "eval/episode_length", "perf/sps"]
-    columns += [f"train/{k}" for k in metric_names]
+    columns += [_column(k) for k in metric_names if not _is_health(k)]
+    columns += [k for k in metric_names if _is_health(k)]
     purge_step = None
     if resume_from is not None:
         # Rows written after the checkpoint (by a killed process), and the off-schedule final evaluation of a
@@ -292,6 +381,8 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
         }
         checkpointer.save(i, state, policy_tree(state), meta)
 
+    health = _Health(config, echo) if config.max_bad_iterations else None
+    unread: list[tuple[int, dict[str, Any]]] = []  # iterations whose health flags the host has not read yet
     t_start = time.perf_counter()
     i = start
     try:
@@ -300,10 +391,20 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
                 state, metrics = iterate(state)
                 pending.append(metrics)
                 env_steps = i * config.batch_size
-                wall_s = wall0 + time.perf_counter() - t_start
-                sps = (env_steps - start * config.batch_size) / max(wall_s - wall0, 1e-9)
                 final = i == config.num_iterations
                 scheduled = on_schedule(i, config)
+                checkpoint_due = bool(config.checkpoint_every and i % config.checkpoint_every == 0)
+                if health is not None:
+                    unread.append((i, metrics))
+                    waits = final or scheduled or checkpoint_due or stop.requested
+                    while len(unread) > (0 if waits else 1):  # all but the newest, unless the loop waits anyway
+                        j, m = unread.pop(0)
+                        diverged = health.update(j, m)
+                        if diverged:
+                            save(state, i, wall0 + time.perf_counter() - t_start, finished=False)
+                            raise _diverged(health, diverged, j, config, seeds, checkpointer.directory / str(i))
+                wall_s = wall0 + time.perf_counter() - t_start
+                sps = (env_steps - start * config.batch_size) / max(wall_s - wall0, 1e-9)
                 if scheduled or final:
                     out = evaluate(state.actor_params, state.obs_stats, jax.random.fold_in(key_eval, i))
                     per_seed = _eval_rows(out, pending, sps, num_seeds)
@@ -319,7 +420,7 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
                         _record_video(config, run_dir, algo, state, env_steps, jax.random.fold_in(key_eval, i))
                 else:
                     progress.update(env_steps, sps)
-                if final or stop.requested or (config.checkpoint_every and i % config.checkpoint_every == 0):
+                if final or stop.requested or checkpoint_due:
                     save(state, i, wall0 + time.perf_counter() - t_start, finished=final)
                 if stop.requested:
                     result.interrupted = True
@@ -354,15 +455,39 @@ def _record_video(config: Config, run_dir: Path, algo, state: TrainState, env_st
     render_episode(config.env, policy, run_dir / "videos" / f"eval_{env_steps:010d}.mp4", key=key, impl=config.impl)
 
 
+def _diverged(health: _Health, which: list[int], i: int, config: Config, seeds: list[int], checkpoint: Path):
+    seed_text = f", seed {', '.join(str(seeds[s]) for s in which)}" if config.num_seeds > 1 else ""
+    envs = int(sum(health.envs[s] for s in which))
+    message = (
+        f"training diverged at iteration {i} ({i * config.batch_size:,} env steps{seed_text}): "
+        f"{config.max_bad_iterations} consecutive iterations rolled back for non-finite {health.describe(which)}, "
+        f"{envs} envs reset; last good checkpoint: {checkpoint}"
+    )
+    checks = sorted(set().union(*(health.failed[s] for s in which)), key=_Health.CHECKS.index)
+    return TrainingDivergedError(message, iteration=i, checkpoint=checkpoint, checks=checks, envs_reset=envs)
+
+
+def _is_health(name: str) -> bool:
+    return name.startswith("health/")
+
+
+def _column(name: str) -> str:
+    """Log column of an iteration metric: ``health/*`` as they are, the others under ``train/``."""
+    return name if _is_health(name) else f"train/{name}"
+
+
 def _seed_text(seeds: list[int]) -> str:
     return str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}..{seeds[-1]}"
 
 
 def _eval_rows(out, pending: list[dict[str, Any]], sps: float, num_seeds: int) -> list[dict[str, float]]:
-    """Per-seed rows: eval return statistics and the mean train metrics since the last scheduled evaluation."""
+    """Per-seed rows: eval return statistics, the mean train metrics since the last scheduled evaluation (over the
+    iterations that were not rolled back) and the ``health/*`` counts summed over those iterations."""
     returns = np.asarray(out.returns, np.float64).reshape(num_seeds, -1)
     lengths = np.asarray(out.lengths, np.float64).reshape(num_seeds, -1)
     train = {k: np.stack([np.asarray(m[k], np.float64).reshape(num_seeds) for m in pending]) for k in pending[0]}
+    rolled_back = train.get("health/rolled_back", np.zeros((len(pending), num_seeds)))
+    good = rolled_back == 0
     rows = []
     for s in range(num_seeds):
         row = {
@@ -371,6 +496,10 @@ def _eval_rows(out, pending: list[dict[str, Any]], sps: float, num_seeds: int) -
             "eval/episode_length": float(lengths[s].mean()),
             "perf/sps": sps,
         }
-        row.update({f"train/{k}": float(v[:, s].mean()) for k, v in train.items()})
+        for k, v in train.items():
+            if _is_health(k):
+                row[k] = float(v[:, s].sum())
+            else:  # NaN when every iteration since the last evaluation was rolled back
+                row[_column(k)] = float(v[good[:, s], s].mean()) if good[:, s].any() else float("nan")
         rows.append(row)
     return rows

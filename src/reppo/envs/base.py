@@ -60,3 +60,7 @@ class VecEnv(Protocol):
 
     def step(self, state: EnvState, action: jax.Array) -> tuple[EnvState, StepResult]:
         """Step all envs with actions in [-1, 1]; auto-reset the ones whose episode ended."""
+
+    def reset_where(self, state: EnvState, mask: jax.Array, key: jax.Array) -> EnvState:
+        """Reset the envs where ``mask`` (N,) bool is true to fresh initial states (step counter 0); leave the
+        others untouched. Free when no env is masked (used by the NaN/Inf guard to drop envs that went bad)."""

@@ -330,6 +330,27 @@ class AutoResetVecEnv:
         )
         return new_state, result
 
+    def reset_where(self, state: EnvState, mask: jax.Array, key: jax.Array) -> EnvState:
+        """Reset the envs where ``mask`` (N,) is true with fresh initial states from ``key`` (direct resets, in
+        chunks, as the pool fallback does); their step counters and episode returns restart at 0 and the abandoned
+        episodes are not counted as completed. A scalar ``lax.cond``: costs nothing when no env is masked."""
+        n = self.num_envs
+        count = jnp.sum(mask, dtype=jnp.int32)
+        ex: ResetExtra = state.extra
+
+        def reset(args):
+            inner, _, _, steps, episode_return = args
+            slots = jnp.nonzero(mask, size=n, fill_value=n)[0]
+            inner = self._chunked_resets_into(inner, slots, count, key)
+            obs, critic_obs = _split_obs(inner.obs, n)
+            return inner, obs, critic_obs, jnp.where(mask, 0, steps), jnp.where(mask, 0.0, episode_return)
+
+        # Only the fields a reset changes go through the cond (not the reset pool).
+        args = (state.inner, state.obs, state.critic_obs, state.steps, ex.episode_return)
+        inner, obs, critic_obs, steps, episode_return = jax.lax.cond(count > 0, reset, lambda a: a, args)
+        extra = ex.replace(episode_return=episode_return)
+        return EnvState(inner=inner, obs=obs, critic_obs=critic_obs, steps=steps, extra=extra)
+
     # ------------------------------------------------------------------ auto-reset strategies
     def _auto_reset(self, nxt: Any, ended: jax.Array, ex: ResetExtra) -> tuple[Any, ResetExtra]:
         n = self.num_envs

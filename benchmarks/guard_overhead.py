@@ -1,0 +1,169 @@
+"""Cost of the NaN/Inf guard (``--max-bad-iterations``): seconds per iteration with the guard compiled in and out,
+and the cost of the host loop reading one ``health/rolled_back`` scalar per iteration.
+
+    python benchmarks/guard_overhead.py --env CartpoleBalance --preset cpu
+
+Both programs are compiled with argument donation as ``reppo train`` does, warmed up, then timed alternately (off,
+on, off, on, ...) so that load from other processes hits both alike; the figures are medians over ``--repeats``
+iterations. On a shared CPU the iteration time varies by more than the guard costs, so the guard's own work (the
+finiteness checks, the rollback select and the per-env mask with its no-op ``reset_where``) is also timed alone,
+jitted on the real shapes (median of 50 calls), and reported as a fraction of the unguarded iteration. The host-read
+cost compares back-to-back iterations of the guarded program without any device-to-host read (one wait at the end)
+against the same loop reading the flag right after each iteration, and reading it one iteration late (what
+``reppo train`` does, so that the next iteration is already queued while the host waits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+
+from reppo.algo.reppo import make_train
+from reppo.config import preset_config, resolve
+from reppo.envs import make_env
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="CartpoleBalance")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--max-bad-iterations", type=int, default=3, help="the guarded setting (> 0)")
+    parser.add_argument("--repeats", type=int, default=25)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--loops", type=int, default=4, help="host-loop pairs (5 iterations each) to time")
+    parser.add_argument("--json", default=None, help="append the result as a JSON line to this file")
+    args = parser.parse_args(argv)
+    if args.max_bad_iterations < 1:
+        parser.error("--max-bad-iterations must be > 0 (the guarded setting)")
+
+    base = resolve(dataclasses.replace(preset_config(args.preset), env=args.env))
+    env = make_env(base.env, base.num_envs, impl=base.impl)
+    programs, states, compile_s = {}, {}, {}
+    for name, max_bad in (("off", 0), ("on", args.max_bad_iterations)):
+        init, iteration, algo = make_train(dataclasses.replace(base, max_bad_iterations=max_bad), env)
+        state = jax.jit(init)(jax.random.PRNGKey(0))
+        t = time.perf_counter()
+        programs[name] = jax.jit(iteration, donate_argnums=0).lower(state).compile()
+        compile_s[name] = time.perf_counter() - t
+        for _ in range(args.warmup):
+            state, metrics = programs[name](state)
+        states[name] = jax.block_until_ready(state)
+
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(args.repeats):
+        for name in ("off", "on"):
+            t = time.perf_counter()
+            states[name], metrics = programs[name](states[name])
+            jax.block_until_ready((states[name], metrics))
+            times[name].append(time.perf_counter() - t)
+
+    # The guard's own work, alone, on the real shapes (algo is the guarded one).
+    old = states["on"]
+    _, k_rollout, _, _ = jax.random.split(old.key, 4)
+    env_state, traj = jax.jit(algo.rollout)(old, k_rollout)
+    new, metrics = programs["off"](jax.tree.map(lambda x: x.copy(), states["off"]))
+    update_metrics = {k: v for k, v in metrics.items() if k not in ("alpha", "beta", "target_mean",
+                      "clipped_target_frac", "rollout_reward", "episodes_ended")}  # fmt: skip
+
+    @jax.jit
+    def guard_alone(old, new, traj, update_metrics, env_state, key):
+        state, health = algo.guard(old, new, traj, update_metrics)
+        env_state, bad = algo.reset_bad_envs(env_state, traj, key)
+        return state, health, env_state, bad
+
+    guard_args = (old, new, traj, update_metrics, env_state, k_rollout)
+    jax.block_until_ready(guard_alone(*guard_args))
+    alone = []
+    for _ in range(50):
+        t = time.perf_counter()
+        jax.block_until_ready(guard_alone(*guard_args))
+        alone.append(time.perf_counter() - t)
+
+    # Host loop: back-to-back dispatch vs reading the flags of iteration i right after iteration i (a wait per
+    # iteration) vs reading them after iteration i + 1 has been dispatched (as reppo train does).
+    modes = ("no_read", "read_now", "read_lagged")
+    loops: dict[str, list[float]] = {mode: [] for mode in modes}
+    dispatch = []  # host time of one call (returns before the iteration has run)
+    state = states["on"]
+    for _ in range(args.loops):
+        for mode in modes:
+            t = time.perf_counter()
+            previous = None
+            for _ in range(5):
+                t_call = time.perf_counter()
+                state, metrics = programs["on"](state)
+                dispatch.append(time.perf_counter() - t_call)
+                if mode == "read_now":
+                    float(metrics["health/rolled_back"])
+                elif mode == "read_lagged":
+                    if previous is not None:
+                        float(previous["health/rolled_back"])
+                    previous = metrics
+            jax.block_until_ready(state)
+            loops[mode].append((time.perf_counter() - t) / 5)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
+    ratio = statistics.median(on / off for on, off in zip(times["on"], times["off"], strict=True))
+    guard_s = statistics.median(alone)
+    loop = {k: statistics.median(v) for k, v in loops.items()}
+    result = {
+        "env": base.env,
+        "preset": base.preset,
+        "device": jax.devices()[0].device_kind,
+        "cpus": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
+        "compile_off_s": compile_s["off"],
+        "compile_on_s": compile_s["on"],
+        "iteration_off_s": med["off"],
+        "iteration_on_s": med["on"],
+        "guard_overhead_pct": 100 * (med["on"] / med["off"] - 1),
+        "paired_ratio_pct": 100 * (ratio - 1),
+        "iteration_off_min_s": best["off"],
+        "iteration_on_min_s": best["on"],
+        "guard_alone_s": guard_s,
+        "guard_alone_pct": 100 * guard_s / med["off"],
+        "loop_no_read_s": loop["no_read"],
+        "loop_read_now_s": loop["read_now"],
+        "loop_read_lagged_s": loop["read_lagged"],
+        "read_now_overhead_pct": 100 * (loop["read_now"] / loop["no_read"] - 1),
+        "read_lagged_overhead_pct": 100 * (loop["read_lagged"] / loop["no_read"] - 1),
+        "dispatch_s": statistics.median(dispatch),
+        "all_off_s": times["off"],
+        "all_on_s": times["on"],
+    }
+    print(
+        f"\n{base.env} / {base.preset}: {base.num_envs} envs x {base.num_steps} steps ({result['device']}, "
+        f"{result['cpus']} CPUs, load average {result['load_avg_1m']:.2f}), median of {args.repeats}"
+    )
+    print(f"| {'guard':>5} | {'compile s':>9} | {'iteration s':>11} | {'min s':>7} |")
+    print(f"|{'-' * 7}|{'-' * 11}|{'-' * 13}|{'-' * 9}|")
+    for name in ("off", "on"):
+        print(f"| {name:>5} | {compile_s[name]:9.1f} | {med[name]:11.4f} | {best[name]:7.4f} |")
+    print(
+        f"end to end: median on / median off - 1 = {result['guard_overhead_pct']:+.2f} %, median of paired ratios - 1 "
+        f"= {result['paired_ratio_pct']:+.2f} %"
+    )
+    print(f"guard work alone: {1e3 * guard_s:.2f} ms = {result['guard_alone_pct']:.2f} % of the unguarded iteration")
+    print(
+        f"host loop, s/iteration (median of {args.loops} loops of 5): no read {loop['no_read']:.4f}; "
+        f"health/rolled_back read after its own iteration {loop['read_now']:.4f} "
+        f"({result['read_now_overhead_pct']:+.2f} %), read one iteration late as reppo train does "
+        f"{loop['read_lagged']:.4f} ({result['read_lagged_overhead_pct']:+.2f} %); "
+        f"host dispatch of one call {1e3 * result['dispatch_s']:.2f} ms"
+    )
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
