@@ -284,6 +284,7 @@ def test_training_continues_after_transient_faults(faulty_cartpole, tmp_path):
     assert int(result.state.iteration) == 5 and _finite(_learner(result.state))
 
 
+@pytest.mark.slow  # about 1 minute; the default suite stays under 15 minutes
 @pytest.mark.parametrize(
     ("eval_every", "stopped_at", "logged"),
     [
@@ -314,6 +315,7 @@ def test_persistent_faults_stop_the_run_with_last_good_checkpoint(
         assert rows[-1]["health/rolled_back"] == 1
 
 
+@pytest.mark.slow
 def test_cli_exits_3_with_one_line(faulty_cartpole, tmp_path, capsys):
     flags = ["--run-dir", str(tmp_path / "run"), "--total-steps", str(B * 20), "--checkpoint-every", "0"]
     for name, value in SMALL.items():

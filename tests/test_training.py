@@ -175,7 +175,7 @@ def test_resume_refuses_changes_to_the_trajectory(reference, tmp_path):
     assert proc.returncode == 2
     assert err.strip() == (
         "reppo: error: --num-envs cannot change when resuming; allowed: --total-steps, --progress, "
-        "--checkpoint-every, --track, --video"
+        "--checkpoint-every, --track, --video, --devices"
     )
     with pytest.raises(ValueError, match="total_steps=128 is below the 1792 env steps"):
         resume(reference.run_dir, total_steps=B)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 CHECKPOINT_DIR = "checkpoints"
 MAX_TO_KEEP = 3
@@ -40,9 +41,7 @@ def _flatten(tree: Any) -> dict[str, Any]:
 
 def _unflatten(abstract: Any, flat: dict[str, Any]) -> Any:
     leaves, treedef = jax.tree.flatten(abstract)
-    out = [
-        flat[f"leaf_{i:05d}"] if x.size > 0 else jax.numpy.zeros(x.shape, x.dtype) for i, x in enumerate(leaves)
-    ]
+    out = [flat[f"leaf_{i:05d}"] if x.size > 0 else np.zeros(x.shape, x.dtype) for i, x in enumerate(leaves)]
     return jax.tree.unflatten(treedef, out)
 
 
@@ -60,8 +59,17 @@ class Checkpointer:
         self.directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"{run_dir} has no {CHECKPOINT_DIR}/ folder: not a reppo run, or no checkpoint yet")
+        # In a multi-process run each process uses its own manager alone (no cross-process barriers): process 0
+        # saves host copies of the state, and every process may read (reppo.parallel).
+        this = jax.process_index()
+        if create:  # orbax cannot create it itself with active_processes set
+            self.directory.mkdir(parents=True, exist_ok=True)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=create, enable_async_checkpointing=False, todelete_subdir=DELETED_DIR
+            max_to_keep=max_to_keep,
+            create=False,
+            enable_async_checkpointing=False,
+            todelete_subdir=DELETED_DIR,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=this, active_processes={this}),
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._purge_deleted()
@@ -101,10 +109,11 @@ class Checkpointer:
         return iteration
 
     def restore(self, abstract_state: Any, iteration: int | None = None) -> tuple[Any, dict[str, Any]]:
-        """The full state (structured like ``abstract_state``, e.g. from ``jax.eval_shape``) and the metadata."""
+        """The full state as numpy arrays (structured like ``abstract_state``: arrays or ``jax.ShapeDtypeStruct``s)
+        and the metadata; ``reppo.parallel.put`` places it on devices."""
         ocp = _ocp()
         step = self._step(iteration)
-        target = _flatten(jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state))
+        target = _flatten(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_state))
         out = self._manager.restore(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),

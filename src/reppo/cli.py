@@ -1,4 +1,4 @@
-"""``reppo`` command line: ``reppo train|eval|video|plot|export``.
+"""``reppo`` command line: ``reppo train|eval|video|plot|export|bench``.
 
 ``reppo train`` flags are the fields of :class:`reppo.config.Config` (tyro, hyphenated). ``--preset`` is applied
 first and any other flag overrides it, whatever the order on the command line. ``--resume RUN_DIR`` continues a
@@ -22,6 +22,7 @@ commands:
   video    render an episode of a run's policy to an MP4
   plot     eval-return curves of runs (against env steps and wall-clock)
   export   write a run's policy as a file that runs without reppo (ONNX)
+  bench    REPPO, Brax PPO and Brax SAC side by side on a suite of tasks
 """
 
 
@@ -71,28 +72,39 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _resume_dir(args: list[str]) -> tuple[str | None, list[str]]:
-    """Take ``--resume RUN_DIR`` (or ``--resume=RUN_DIR``) out of ``args``."""
+LAUNCH_FLAGS = ("coordinator-address", "num-processes", "process-id")
+
+
+def _take_flag(args: list[str], name: str) -> tuple[str | None, list[str]]:
+    """Take ``--name VALUE`` (or ``--name=VALUE``) out of ``args``."""
     for i, arg in enumerate(args):
-        if arg == "--resume":
+        if arg == f"--{name}":
             if i + 1 >= len(args):
-                raise ValueError("--resume needs a run folder: reppo train --resume RUN_DIR")
+                raise ValueError(f"--{name} needs a value")
             return args[i + 1], args[:i] + args[i + 2 :]
-        if arg.startswith("--resume="):
+        if arg.startswith(f"--{name}="):
             return arg.split("=", 1)[1], args[:i] + args[i + 1 :]
     return None, args
 
 
 def train_command(args: list[str]) -> int:
+    from reppo import parallel
     from reppo.checkpoint import CheckpointError
     from reppo.config import ConfigError, load_config, preset_config
     from reppo.envs import EnvLoadError, UnknownEnvError
     from reppo.training import RESUME_OVERRIDES, TrainingDivergedError, resume, train
 
     try:
-        resume_dir, args = _resume_dir(args)
+        resume_dir, args = _take_flag(args, "resume")
+        if resume_dir is not None and resume_dir.startswith("--"):
+            raise ValueError("--resume needs a run folder: reppo train --resume RUN_DIR")
+        launch = {}
+        for name in LAUNCH_FLAGS:
+            launch[name.replace("-", "_")], args = _take_flag(args, name)
         preset, args = _preprocess(args)
         default = load_config(resume_dir) if resume_dir else preset_config(preset)
+        if "--help" not in args and "-h" not in args:
+            parallel.initialize(**launch)  # a multi-process run, when the flags or REPPO_* variables say so
     except (ValueError, CheckpointError) as exc:
         return _fail(str(exc))
     config = tyro.cli(
@@ -100,7 +112,11 @@ def train_command(args: list[str]) -> int:
         default=default,
         args=args,
         prog="reppo train",
-        description="Train a policy with REPPO on a MuJoCo Playground task (--resume RUN_DIR continues a run).",
+        description=(
+            "Train a policy with REPPO on a MuJoCo Playground task (--resume RUN_DIR continues a run). A multi-process "
+            "run also takes --coordinator-address HOST:PORT --num-processes N --process-id I (or the variables "
+            "REPPO_COORDINATOR_ADDRESS, REPPO_NUM_PROCESSES, REPPO_PROCESS_ID)."
+        ),
     )
     try:
         if resume_dir:
@@ -113,7 +129,7 @@ def train_command(args: list[str]) -> int:
             result = resume(resume_dir, **{name: getattr(config, name) for name in changed})
         else:
             result = train(config)
-    except (ConfigError, CheckpointError, UnknownEnvError, EnvLoadError, OSError) as exc:
+    except (ConfigError, CheckpointError, UnknownEnvError, EnvLoadError, parallel.ParallelError, OSError) as exc:
         return _fail(str(exc))
     except TrainingDivergedError as exc:  # non-finite values: exit 3 with the one-line report
         print(f"reppo: {exc}", file=sys.stderr)
@@ -258,12 +274,78 @@ def export_command(args: list[str]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class BenchArgs:
+    """Run REPPO and the Brax peers (PPO, SAC at Playground's published settings) on each task of a suite with the
+    same env-step budget; write results.csv, runs.csv, summary.md and curve plots."""
+
+    suite: str = "cpu"
+    """cpu (5 tasks, about 2 hours at 3 seeds on a 2-core CPU) or paper (the 23 DM Control tasks, 50M steps, GPU)."""
+    seeds: int = 3
+    """Seeds 1..N of every method (REPPO trains them in one program, Brax one per process)."""
+    methods: str = "reppo,ppo,sac"
+    """Comma-separated subset of reppo, ppo, sac."""
+    tasks: str | None = None
+    """Comma-separated subset of the suite's tasks (default: all)."""
+    budget: int | None = None
+    """Env steps per run and seed for every task (default: the suite's budgets)."""
+    points: int = 10
+    """Evaluations per run after the start (rounded to what each method's schedule allows)."""
+    out: str | None = None
+    """Output folder (default bench/<suite>__<time>)."""
+
+
+_BENCH_INT_FLAGS = ("--seeds", "--budget", "--points")
+
+
+def _bench_int(flag: str, value: str) -> str:
+    """``value`` of an integer flag of bench, scientific notation (5e6) accepted; ValueError when not an integer."""
+    value = _integral(value)
+    if not value.lstrip("-").isdigit():
+        raise ValueError(f"{flag} {value!r} must be a positive integer")
+    return value
+
+
+def _bench_ints(args: list[str]) -> list[str]:
+    """``args`` with the values of the integer flags of bench normalised by :func:`_bench_int`."""
+    out = []
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if eq and name in _BENCH_INT_FLAGS:
+            out.append(f"{name}={_bench_int(name, value)}")
+        elif i and args[i - 1] in _BENCH_INT_FLAGS:
+            out.append(_bench_int(args[i - 1], arg))
+        else:
+            out.append(arg)
+    return out
+
+
+def bench_command(args: list[str]) -> int:
+    from reppo.bench.harness import BenchError, plan_bench, run_bench
+
+    try:
+        args = _bench_ints(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    a = tyro.cli(BenchArgs, args=args, prog="reppo bench")
+    try:
+        plan = plan_bench(a.suite, a.seeds, a.methods, a.tasks, a.budget, a.points, a.out)
+    except BenchError as exc:
+        return _fail(str(exc))
+    records = run_bench(plan)
+    failed = [r for r in records if r.status != "ok"]
+    if failed:
+        print(f"reppo: {len(failed)} of {len(records)} runs failed (see runs.csv and the summary)", file=sys.stderr)
+    return 1 if failed else 0
+
+
 COMMANDS = {
     "train": train_command,
     "eval": eval_command,
     "video": video_command,
     "plot": plot_command,
     "export": export_command,
+    "bench": bench_command,
 }
 
 

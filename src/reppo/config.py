@@ -33,6 +33,10 @@ class Config:
     num_seeds: int = 1
     """Independent seeds trained at once in one compiled program (seed, seed + 1, ...); networks, optimisers and
     statistics are vmapped, the envs of all seeds form one batch of num_seeds * num_envs."""
+    devices: int | Literal["all"] = 1
+    """Devices to split the envs and each minibatch over (a 1-D jax.sharding mesh): a count, or "all" (every
+    device of every process). Parameters are replicated and gradients averaged over devices; the result equals the
+    one-device run up to floating-point summation order. num_envs * num_seeds must be divisible by it."""
     total_steps: int = 2_500_000
     """Training budget in environment steps (rounded up to whole iterations)."""
     impl: Literal["jax", "warp"] = "jax"
@@ -242,6 +246,10 @@ def validate(config: Config) -> None:
         and not isinstance(c.max_bad_iterations, bool)
         and c.max_bad_iterations >= 0,
         f"max_bad_iterations={c.max_bad_iterations!r} must be an integer >= 0",
+    )
+    _require(
+        c.devices == "all" or (isinstance(c.devices, int) and not isinstance(c.devices, bool) and c.devices >= 1),
+        f"devices={c.devices!r} must be a positive integer or 'all'",
     )
     _require(c.num_bins >= 3, f"num_bins={c.num_bins} must be at least 3")
     _require(

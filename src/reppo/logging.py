@@ -51,6 +51,11 @@ def rewrite_metrics(path: Path, keep: Callable[[dict[str, str]], bool]) -> int:
     return len(rows) - len(kept)
 
 
+def mean_over_seeds(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """The aggregate row of one evaluation: each metric's mean over the seeds."""
+    return {k: sum(m[k] for m in per_seed) / len(per_seed) for k in per_seed[0]}
+
+
 class RunLogger:
     """Writes evaluation rows: CSV per seed, TensorBoard aggregate (+ per seed), W&B if a run is given.
 
@@ -100,7 +105,7 @@ class RunLogger:
             lines.append(row)
         self._writer.writerows(lines)
         self._csv.flush()
-        aggregate = {k: sum(m[k] for m in per_seed) / len(per_seed) for k in per_seed[0]}
+        aggregate = mean_over_seeds(per_seed)
         self._scalars("", aggregate, env_steps)
         if len(self.seeds) > 1:
             for seed, metrics in zip(self.seeds, per_seed, strict=True):

@@ -29,21 +29,21 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import yaml
 
+from reppo import parallel
 from reppo.algo.reppo import TrainState, make_train
-from reppo.checkpoint import MAX_TO_KEEP, Checkpointer
+from reppo.checkpoint import CHECKPOINT_DIR, MAX_TO_KEEP, Checkpointer
 from reppo.config import CONFIG_FILE, Config, ConfigError, load_config, resolve
 from reppo.envs import make_env
 from reppo.evaluate import make_evaluate
 from reppo.files import write_atomic
-from reppo.logging import METRICS_FILE, RunLogger, rewrite_metrics
+from reppo.logging import METRICS_FILE, RunLogger, mean_over_seeds, rewrite_metrics
 
 WANDB_ID_FILE = "wandb-run-id"
 # Flags that may change when a run is resumed: none of them changes the training trajectory.
-RESUME_OVERRIDES = ("total_steps", "progress", "checkpoint_every", "track", "video")
+RESUME_OVERRIDES = ("total_steps", "progress", "checkpoint_every", "track", "video", "devices")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -309,22 +309,29 @@ def resume(run_dir: str | Path, echo=print, **overrides) -> TrainResult:
 
 def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) -> TrainResult:
     num_seeds, seeds = config.num_seeds, seeds_of(config)
+    mesh = parallel.make_mesh(config.devices)
+    primary = parallel.is_primary()  # only process 0 writes files and prints
+    echo = echo if primary else (lambda _: None)
     env = make_env(config.env, config.num_envs * num_seeds, impl=config.impl)
+    parallel.check_divisible(env.num_envs, mesh)
     eval_env = make_env(config.env, config.eval_envs * num_seeds, impl=config.impl, randomize_steps=False)
-    _check_writable(run_dir)
-    write_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    if primary:
+        _check_writable(run_dir)
+        write_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
-    init, iteration, algo = make_train(config, env)
-    keys = jnp.stack([jax.random.split(jax.random.PRNGKey(s)) for s in seeds])  # (S, 2 [train, eval], 2)
+    init, iteration, algo = make_train(config, env, mesh)
+    # Keys as host arrays: every process passes the same values into the programs that span the mesh.
+    keys = np.stack([np.asarray(jax.random.split(jax.random.PRNGKey(s))) for s in seeds])  # (S, 2 [train, eval], 2)
     init_key = keys[0, 0] if num_seeds == 1 else keys[:, 0]
     key_eval = keys[0, 1]
+    eval_key = lambda i: np.asarray(jax.random.fold_in(key_eval, i))
     batched = num_seeds > 1
     evaluate_fn = make_evaluate(algo.actor, eval_env, deterministic=True, num_seeds=num_seeds if batched else None)
 
     pending: list[dict[str, Any]] = []  # train metrics of the iterations since the last scheduled evaluation
     if resume_from is None or resume_from.latest() is None:
         start, wall0 = 0, 0.0
-        state = jax.jit(init)(init_key)
+        state = parallel.to_host(jax.jit(init)(init_key))  # on this process's first device, then placed below
         echo(f"reppo: training {config.env} ({config.preset} preset, seeds {_seed_text(seeds)}); logs in {run_dir}")
     else:
         state, meta = resume_from.restore(jax.eval_shape(init, init_key))
@@ -335,15 +342,24 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
                  "pass a larger --total-steps to extend it")  # fmt: skip
             return TrainResult(state=state, config=config, run_dir=run_dir)
         echo(f"reppo: resuming {run_dir} at iteration {start} ({start * config.batch_size:,} env steps)")
-    _check_free_space(run_dir, state, config)
-    checkpointer = resume_from or Checkpointer(run_dir)
+    if primary:
+        _check_free_space(run_dir, state, config)
+    checkpointer = resume_from or (Checkpointer(run_dir) if primary else None)  # None: never writes
+    shardings = parallel.state_shardings(state, mesh, env.num_envs)
+    state = parallel.put(state, shardings)
 
     t0 = time.perf_counter()
-    lowered = jax.jit(iteration, donate_argnums=0).lower(state)
+    replicated = parallel.replicated(mesh)
+    lowered = parallel.jit_iteration(iteration, shardings, mesh).lower(state)
     metric_names = list(jax.tree.unflatten(lowered.out_tree, [0] * lowered.out_tree.num_leaves)[1])
     iterate = lowered.compile()
-    evaluate = jax.jit(evaluate_fn).lower(state.actor_params, state.obs_stats, key_eval).compile()
+    evaluate = (
+        jax.jit(evaluate_fn, in_shardings=replicated, out_shardings=replicated)
+        .lower(state.actor_params, state.obs_stats, key_eval)
+        .compile()
+    )
     compile_s = time.perf_counter() - t0
+    parallel.barrier("compiled")
     echo(f"reppo: compiled in {compile_s:.1f} s")
 
     columns = ["eval/episode_return", "eval/episode_return_std", "eval/episode_length", "perf/sps"]
@@ -355,19 +371,22 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
         # run that is now extended, are replaced by what this process logs.
         keep_last = on_schedule(start, config)
         keep = lambda row: int(row["iteration"]) < start or (int(row["iteration"]) == start and keep_last)
-        if (run_dir / METRICS_FILE).exists():
+        if primary and (run_dir / METRICS_FILE).exists():
             rewrite_metrics(run_dir / METRICS_FILE, keep)
         purge_step = start * config.batch_size + (1 if keep_last else 0)
-    wandb_run = _start_wandb(config, run_dir) if config.track else None
-    logger = RunLogger(run_dir, columns, seeds, purge_step=purge_step, wandb_run=wandb_run)
-    progress = _Progress(config.progress, config.num_iterations * config.batch_size, start * config.batch_size,
-                         config.env)  # fmt: skip
+    wandb_run = _start_wandb(config, run_dir) if config.track and primary else None
+    logger = RunLogger(run_dir, columns, seeds, purge_step=purge_step, wandb_run=wandb_run) if primary else None
+    progress = _Progress(config.progress and primary, config.num_iterations * config.batch_size,
+                         start * config.batch_size, config.env)  # fmt: skip
     result = TrainResult(state=state, config=config, run_dir=run_dir, compile_s=compile_s)
 
     def policy_tree(state: TrainState) -> dict[str, Any]:
         return {"actor_params": state.actor_params, "obs_mean": state.obs_stats.mean, "obs_var": state.obs_stats.var}
 
     def save(state: TrainState, i: int, wall_s: float, finished: bool) -> None:
+        state = parallel.to_host(state)  # a collective with several processes: all of them get here
+        if not primary:
+            return
         meta = {
             "iteration": i,
             "env_steps": i * config.batch_size,
@@ -382,6 +401,7 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
         checkpointer.save(i, state, policy_tree(state), meta)
 
     health = _Health(config, echo) if config.max_bad_iterations else None
+    single_process = jax.process_count() == 1
     unread: list[tuple[int, dict[str, Any]]] = []  # iterations whose health flags the host has not read yet
     t_start = time.perf_counter()
     i = start
@@ -394,41 +414,52 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
                 final = i == config.num_iterations
                 scheduled = on_schedule(i, config)
                 checkpoint_due = bool(config.checkpoint_every and i % config.checkpoint_every == 0)
+                if single_process:
+                    stopping = stop.requested
+                else:  # a Ctrl-C on any process is agreed on (a collective) at evaluations and checkpoints
+                    sync = final or scheduled or checkpoint_due
+                    stopping = parallel.any_process(stop.requested) if sync else False
                 if health is not None:
                     unread.append((i, metrics))
-                    waits = final or scheduled or checkpoint_due or stop.requested
+                    waits = final or scheduled or checkpoint_due or stopping
                     while len(unread) > (0 if waits else 1):  # all but the newest, unless the loop waits anyway
                         j, m = unread.pop(0)
-                        diverged = health.update(j, m)
+                        diverged = health.update(j, parallel.to_host(m))
                         if diverged:
                             save(state, i, wall0 + time.perf_counter() - t_start, finished=False)
-                            raise _diverged(health, diverged, j, config, seeds, checkpointer.directory / str(i))
+                            where = run_dir.absolute() / CHECKPOINT_DIR / str(i)
+                            raise _diverged(health, diverged, j, config, seeds, where)
                 wall_s = wall0 + time.perf_counter() - t_start
                 sps = (env_steps - start * config.batch_size) / max(wall_s - wall0, 1e-9)
                 if scheduled or final:
-                    out = evaluate(state.actor_params, state.obs_stats, jax.random.fold_in(key_eval, i))
+                    out = parallel.to_host(evaluate(state.actor_params, state.obs_stats, eval_key(i)))
+                    pending = parallel.to_host(pending)
                     per_seed = _eval_rows(out, pending, sps, num_seeds)
                     if scheduled:
                         pending = []
                     wall_s = wall0 + time.perf_counter() - t_start
-                    aggregate = logger.log(env_steps, i, wall_s, per_seed)
+                    aggregate = mean_over_seeds(per_seed)
+                    if logger is not None:
+                        logger.log(env_steps, i, wall_s, per_seed)
                     result.evaluations.append(
                         {"env_steps": env_steps, "iteration": i, "wall_s": wall_s, **aggregate, "per_seed": per_seed}
                     )
                     progress.update(env_steps, sps, aggregate["eval/episode_return"])
-                    if config.video:
-                        _record_video(config, run_dir, algo, state, env_steps, jax.random.fold_in(key_eval, i))
+                    if config.video and primary:
+                        _record_video(config, run_dir, algo, parallel.to_host(state), env_steps, eval_key(i))
                 else:
                     progress.update(env_steps, sps)
-                if final or stop.requested or checkpoint_due:
+                if final or stopping or checkpoint_due:
                     save(state, i, wall0 + time.perf_counter() - t_start, finished=final)
-                if stop.requested:
+                if stopping:
                     result.interrupted = True
                     break
     finally:
         progress.close()
-        logger.close()
-        checkpointer.close()
+        if logger is not None:
+            logger.close()
+        if checkpointer is not None:
+            checkpointer.close()
     result.state = state
     steps = i * config.batch_size
     if result.interrupted:

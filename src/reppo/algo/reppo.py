@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from reppo.algo import distributions, losses
 from reppo.algo.hl_gauss import HLGauss
@@ -29,6 +30,7 @@ from reppo.config import Config
 from reppo.envs.base import EnvState, VecEnv
 from reppo.nets import Actor, Critic
 from reppo.normalization import RunningStats
+from reppo.parallel import ENV_AXIS
 
 # Actions sent to the environment are clipped to [-1 + eps, 1 - eps] (spec section 2).
 ACTION_EPS = 1e-5
@@ -123,6 +125,15 @@ class REPPO(struct.PyTreeNode):
     critic_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     dual_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     hl: HLGauss = struct.field(pytree_node=False)
+    mesh: Mesh | None = struct.field(pytree_node=False, default=None)
+    """Devices the envs and the batch are split over (``reppo.parallel``); None: no sharding constraints."""
+
+    def shard_rows(self, x: jax.Array, axis: int = 0) -> jax.Array:
+        """Split ``x``'s axis ``axis`` (envs or batch rows) over the mesh; a no-op on one device."""
+        if self.mesh is None or self.mesh.size == 1:
+            return x
+        spec = PartitionSpec(*([None] * axis), ENV_AXIS)
+        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
     # ---- acting -------------------------------------------------------------------------------------------
     def policy_dist(self, actor_params, obs_stats: RunningStats, raw_obs: jax.Array):
@@ -194,7 +205,7 @@ class REPPO(struct.PyTreeNode):
                 next_obs=result.next_obs,
                 next_critic_obs=result.next_critic_obs,
             )
-            return next_state, transition
+            return next_state, jax.tree.map(self.shard_rows, transition)  # each device keeps its envs' steps
 
         return jax.lax.scan(step, env_state, step_keys)
 
@@ -306,7 +317,7 @@ class REPPO(struct.PyTreeNode):
         )
         obs = flat(norm_obs(traj.obs))
         old_mean, old_std = self.actor.apply(state.actor_params, obs)  # pi_old = pi_theta at this point
-        return losses.Minibatch(
+        batch = losses.Minibatch(
             obs=obs,
             critic_obs=flat(norm_critic(traj.critic_obs)),
             actions=flat(traj.actions),
@@ -317,6 +328,7 @@ class REPPO(struct.PyTreeNode):
             old_mean=old_mean,
             old_std=old_std,
         )
+        return jax.tree.map(self.shard_rows, batch)
 
     def update(self, state: TrainState, data: losses.Minibatch, key: jax.Array):
         """E epochs of M shuffled minibatches (pi_old, the actor before the update, is in ``data``)."""
@@ -325,8 +337,10 @@ class REPPO(struct.PyTreeNode):
         def epoch(state: TrainState, epoch_key: jax.Array):
             k_perm, k_mb = jax.random.split(epoch_key)
             perm = jax.random.permutation(k_perm, c.batch_size)
+            # Global minibatches, each split by rows over the devices (gradients are then all-reduced).
             shuffled = jax.tree.map(
-                lambda x: x[perm].reshape(c.num_minibatches, c.minibatch_size, *x.shape[1:]), data
+                lambda x: self.shard_rows(x[perm].reshape(c.num_minibatches, c.minibatch_size, *x.shape[1:]), 1),
+                data,
             )
 
             def minibatch(state, args):
@@ -469,12 +483,13 @@ def _adam(lr: float, max_grad_norm: float | None) -> optax.GradientTransformatio
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
 
 
-def make_train(config: Config, env: VecEnv) -> tuple[Callable, Callable, REPPO]:
+def make_train(config: Config, env: VecEnv, mesh: Mesh | None = None) -> tuple[Callable, Callable, REPPO]:
     """Build the pure functions of a run: ``init(key) -> TrainState`` and ``iteration(state) -> (state, metrics)``.
 
     ``config`` must be resolved (gamma, v_min, v_max filled in; see ``reppo.config.resolve``). With
     ``config.num_seeds > 1``, ``env`` holds ``num_seeds * num_envs`` envs, ``init`` takes one key per seed
-    (shape (S, 2)) and every learner field and metric has a leading seed axis.
+    (shape (S, 2)) and every learner field and metric has a leading seed axis. With a ``mesh`` (``reppo.parallel``)
+    the batch is split by rows over its devices; the caller places the state with ``parallel.state_shardings``.
     """
     if config.gamma is None or config.v_min is None or config.v_max is None:
         raise ValueError(
@@ -494,6 +509,7 @@ def make_train(config: Config, env: VecEnv) -> tuple[Callable, Callable, REPPO]:
         critic_tx=_adam(config.critic_lr, config.max_grad_norm),
         dual_tx=_adam(config.dual_lr, None),
         hl=hl,
+        mesh=mesh,
     )
     if config.num_seeds > 1:
         return algo.init_seeds, algo.iteration_seeds, algo

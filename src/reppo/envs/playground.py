@@ -468,4 +468,10 @@ def load_playground(env_id: str, impl: str, config_overrides: dict | None = None
                 f"(no network?): {_one_line(e)}"
             ) from e
         raise EnvLoadError(f"could not load env {env_id!r}: {_one_line(e)}") from e
+    if jax.process_count() > 1 and hasattr(env, "_mjx_model"):
+        # MJX puts the model on the run's first device, which only process 0 can read (reppo.parallel); every
+        # process needs its own copy on its own device.
+        from mujoco import mjx
+
+        env._mjx_model = mjx.put_model(env.mj_model, device=jax.local_devices()[0], impl=impl)
     return env, env._config if hasattr(env, "_config") else config

@@ -1,0 +1,11 @@
+"""``reppo bench``: REPPO side by side with Brax PPO and Brax SAC on MuJoCo Playground tasks.
+
+- :mod:`reppo.bench.suites`: the task suites (``cpu``, ``paper``) and their env-step budgets, as typed data.
+- :mod:`reppo.bench.runners`: one run of one method (REPPO, or a Brax peer called through its library with
+  Playground's published hyperparameters), its evaluation schedule and its compile-free wall-clock.
+- :mod:`reppo.bench.worker`: ``python -m reppo.bench.worker SPEC.json``, the child process of one run.
+- :mod:`reppo.bench.harness`: validates the request, runs each (task, method) in its own child process (peak host
+  RSS from ``os.wait4``), records crashes and carries on, writes ``results.csv`` and ``runs.csv``.
+- :mod:`reppo.bench.report`: the summary (final return with bootstrap interval, time to 90% of the best method,
+  IQM over tasks, the published reference values, the targets) and the curve plots.
+"""

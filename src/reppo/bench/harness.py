@@ -1,0 +1,276 @@
+"""``reppo bench``: plan the runs of a suite, run each in its own child process, collect and report.
+
+Runs go task by task, methods in the order asked. REPPO trains all seeds of a task in one process (one compiled
+program, ``num_seeds``); Brax trains one seed per call, so each Brax seed is its own process. A run's peak host
+RSS is its child's ``ru_maxrss`` (``os.wait4``): REPPO's covers its whole seed batch. A run that fails (exit code
+or signal) is recorded with the last line of its log, keeps the evaluations it wrote, and the bench carries on.
+
+Output folder: ``results.csv`` (task, method, seed, env_steps, wall_s, eval_return), ``runs.csv`` (one row per
+run: status, compile and process seconds, peak memory, note), ``summary.md``, ``curves_env_steps.png``,
+``curves_wall_s.png``, and ``runs/<task>__<method>__<seeds>/`` with each run's spec, records, log and (REPPO)
+run folder. ``results.csv`` and ``runs.csv`` are rewritten after every run, so an interrupted bench keeps them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from reppo.bench import report
+from reppo.bench.runners import RunSpec, min_budget
+from reppo.bench.suites import EVAL_POINTS, METHOD_NAMES, METHODS, SUITES, Suite
+from reppo.bench.worker import RECORDS_FILE, SPEC_FILE
+
+RUNS_FILE = "runs.csv"
+RUN_COLUMNS = (
+    "task", "method", "seeds", "status", "budget", "env_steps", "wall_s", "compile_s", "process_s", "peak_rss_mb",
+    "device_peak_mb", "note",
+)  # fmt: skip
+
+
+class BenchError(ValueError):
+    """A bad request; the message is one line naming the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """A validated request: which suite, tasks and methods, how many seeds, the budget of each task."""
+
+    suite: Suite
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: int
+    budgets: dict[str, int]
+    points: int
+    out: Path
+
+    def specs(self) -> list[RunSpec]:
+        """The runs, in order: per task, per method, REPPO's seeds together and each Brax seed alone."""
+        specs, all_seeds = [], tuple(range(1, self.seeds + 1))
+        for task in self.tasks:
+            for method in self.methods:
+                groups = [all_seeds] if method == "reppo" else [(s,) for s in all_seeds]
+                for seeds in groups:
+                    spec = RunSpec(task=task, method=method, seeds=seeds, budget=self.budgets[task], folder="",
+                                   points=self.points, reppo_preset=self.suite.reppo_preset)  # fmt: skip
+                    folder = self.out / "runs" / f"{task}__{method}__{spec.seed_label}"
+                    specs.append(dataclasses.replace(spec, folder=str(folder)))
+        return specs
+
+
+@dataclass
+class RunRecord:
+    """One run's outcome (a row of runs.csv) and its evaluation rows."""
+
+    spec: RunSpec
+    status: str
+    """``ok`` or ``failed``."""
+    rows: list[report.ResultRow]
+    process_s: float
+    peak_rss_mb: float
+    compile_s: float | None = None
+    device_peak_mb: float | None = None
+    note: str = ""
+
+    def facts(self) -> report.RunFacts:
+        return report.RunFacts(self.spec.task, self.spec.method, self.spec.seed_label, self.status, self.compile_s,
+                               self.peak_rss_mb, self.device_peak_mb, self.note)  # fmt: skip
+
+    def csv_row(self) -> dict[str, object]:
+        finals = report.final_rows(self.rows)
+        return {
+            "task": self.spec.task,
+            "method": self.spec.method,
+            "seeds": self.spec.seed_label,
+            "status": self.status,
+            "budget": self.spec.budget,
+            "env_steps": max((r.env_steps for r in finals), default=""),
+            "wall_s": _fmt(sum(r.wall_s for r in finals) / len(finals) if finals else None),
+            "compile_s": _fmt(self.compile_s),
+            "process_s": _fmt(self.process_s),
+            "peak_rss_mb": _fmt(self.peak_rss_mb),
+            "device_peak_mb": _fmt(self.device_peak_mb),
+            "note": self.note,
+        }
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def default_out(suite: str) -> Path:
+    return Path("bench") / f"{suite}__{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def plan_bench(
+    suite: str = "cpu",
+    seeds: int = 3,
+    methods: str = ",".join(METHODS),
+    tasks: str | None = None,
+    budget: int | None = None,
+    points: int = EVAL_POINTS,
+    out: str | Path | None = None,
+) -> BenchPlan:
+    """Validate a request (raises :class:`BenchError` with one line) and return its plan. Nothing runs."""
+    if suite not in SUITES:
+        raise BenchError(f"--suite {suite!r} is not a suite; allowed: {', '.join(SUITES)}")
+    the_suite = SUITES[suite]
+    for name, value in (("--seeds", seeds), ("--points", points)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BenchError(f"{name} {value!r} must be a positive integer")
+    chosen = _split(methods)
+    for method in chosen:
+        if method not in METHODS:
+            raise BenchError(f"--methods {method!r} is not a method; allowed: {', '.join(METHODS)}")
+    if not chosen or len(set(chosen)) != len(chosen):
+        raise BenchError(f"--methods {methods!r} must name each method once; allowed: {', '.join(METHODS)}")
+    names = _split(tasks) if tasks is not None else list(the_suite.task_names)
+    for task in names:
+        if task not in the_suite.task_names:
+            raise BenchError(
+                f"--tasks {task!r} is not a task of the {suite} suite; allowed: {', '.join(the_suite.task_names)}"
+            )
+    if not names or len(set(names)) != len(names):
+        raise BenchError(f"--tasks {tasks!r} must name each task once; allowed: {', '.join(the_suite.task_names)}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise BenchError(f"--budget {budget!r} must be a positive integer (env steps)")
+    budgets = {task: budget if budget is not None else the_suite.budget(task) for task in names}
+    for task in names:
+        for method in chosen:
+            least = min_budget(method, task, the_suite.reppo_preset)
+            if budgets[task] < least:
+                raise BenchError(
+                    f"--budget {budgets[task]} is below what {METHOD_NAMES[method]} can run on {task}; "
+                    f"allowed: >= {least}"
+                )
+    out_path = Path(out) if out is not None else default_out(suite)
+    if (out_path / report.RESULTS_FILE).exists():
+        raise BenchError(f"--out {str(out_path)!r} already holds a benchmark; allowed: a new or empty folder")
+    return BenchPlan(the_suite, tuple(names), tuple(chosen), seeds, budgets, points, out_path)
+
+
+def _peak_rss_mb(usage) -> float:
+    """``ru_maxrss`` in MiB (Linux reports KiB, macOS bytes)."""
+    return usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def _last_line(path: Path) -> str:
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_unit(spec: RunSpec) -> RunRecord:
+    """Run ``spec`` in a child process (``python -m reppo.bench.worker``) and collect what it recorded."""
+    folder = Path(spec.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SPEC_FILE).write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+    (folder / RECORDS_FILE).unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # device peak = what the run used, not a pool
+    log = folder / "log.txt"
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reppo.bench.worker", str(folder)], stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    process_s = time.perf_counter() - start
+    rows, done = [], None
+    records = folder / RECORDS_FILE
+    for line in records.read_text().splitlines() if records.exists() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a worker killed while writing it
+            continue
+        if record["kind"] == "eval":
+            rows.append(report.ResultRow(spec.task, spec.method, record["seed"], record["env_steps"],
+                                         record["wall_s"], record["eval_return"]))  # fmt: skip
+        else:
+            done = record
+    rows.sort(key=lambda r: (r.seed, r.env_steps))
+    record = RunRecord(spec, "ok", rows, process_s, _peak_rss_mb(usage))
+    if proc.returncode != 0 or done is None:
+        code = proc.returncode
+        why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        record.status, record.note = "failed", f"{why}: {_last_line(log)} (log: {log})"
+        return record
+    record.compile_s = done["compile_s"]
+    peak = done.get("device_peak_bytes")
+    record.device_peak_mb = None if peak is None else peak / 2**20
+    record.note = done.get("note", "")
+    return record
+
+
+def write_runs(path: Path, records: list[RunRecord]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=RUN_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r.csv_row() for r in records)
+
+
+def run_bench(plan: BenchPlan, echo: Callable[[str], None] = print) -> list[RunRecord]:
+    """Run every spec of ``plan``, write the output folder, print and save the summary; return the records."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    specs = plan.specs()
+    echo(f"reppo bench: {plan.suite.name} suite, {len(plan.tasks)} tasks x {', '.join(plan.methods)}, "
+         f"{plan.seeds} seeds: {len(specs)} runs; output in {plan.out}")  # fmt: skip
+    records: list[RunRecord] = []
+    for i, spec in enumerate(specs, 1):
+        echo(f"reppo bench: [{i}/{len(specs)}] {spec.task} {METHOD_NAMES[spec.method]} seed {spec.seed_label}, "
+             f"{spec.budget:,} env steps ...")  # fmt: skip
+        record = run_unit(spec)
+        records.append(record)
+        report.write_results(plan.out / report.RESULTS_FILE, [row for r in records for row in r.rows])
+        write_runs(plan.out / RUNS_FILE, records)
+        last = record.csv_row()
+        echo(f"reppo bench:   {record.status} in {record.process_s:.0f} s (train {last['wall_s'] or '-'} s, "
+             f"compile {last['compile_s'] or '-'} s, peak RSS {record.peak_rss_mb / 1024:.2f} GiB)"
+             + (f"; {record.note}" if record.note else ""))  # fmt: skip
+    summary = report.summarize(
+        report.read_results(plan.out / report.RESULTS_FILE),
+        [r.facts() for r in records],
+        tasks=plan.tasks,
+        methods=plan.methods,
+        reference=report.load_reference(),
+        reppo_preset=plan.suite.reppo_preset,
+    )
+    text = report.summary_markdown(summary, command=_command(plan))
+    (plan.out / report.SUMMARY_FILE).write_text(text)
+    echo(text)
+    report.plot_suite(report.read_results(plan.out / report.RESULTS_FILE), plan.out, tasks=plan.tasks,
+                      methods=plan.methods)  # fmt: skip
+    echo(f"reppo bench: wrote {plan.out}/{report.RESULTS_FILE}, {RUNS_FILE}, {report.SUMMARY_FILE} and plots")
+    return records
+
+
+def _command(plan: BenchPlan) -> str:
+    parts = ["reppo bench", f"--suite {plan.suite.name}", f"--seeds {plan.seeds}"]
+    if plan.methods != METHODS:
+        parts.append(f"--methods {','.join(plan.methods)}")
+    if plan.tasks != plan.suite.task_names:
+        parts.append(f"--tasks {','.join(plan.tasks)}")
+    defaults = {t.task: t.env_steps for t in plan.suite.tasks}
+    if any(plan.budgets[t] != defaults.get(t) for t in plan.tasks):
+        parts.append(f"--budget {plan.budgets[plan.tasks[0]]}")
+    if plan.points != EVAL_POINTS:
+        parts.append(f"--points {plan.points}")
+    return " ".join(parts) + f" --out {plan.out}"

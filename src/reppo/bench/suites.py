@@ -1,0 +1,105 @@
+"""Benchmark suites: which tasks, with which env-step budget, and which REPPO preset.
+
+``paper``: the 23 DM Control tasks of the REPPO paper (the tasks of ``../shared/reference/dmc_final_returns.csv``
+without the four G1/T1 joystick tasks) at the paper's 50M env steps, REPPO at its ``paper-small`` preset. For a
+GPU machine.
+
+``cpu``: five tasks, REPPO at its ``cpu`` preset, with budgets sized so that the whole suite at 3 seeds finishes
+in about 2 hours on a 2-core CPU. Measured on this project's 2-core AMD EPYC machine (no GPU) at 40,960 env
+steps (Brax, one seed) and 81,920 env steps (REPPO, 3 seeds in one program), while another job shared the machine
+(load average 2-4):
+
+==================  =============  ===========  =====================  ==================  =================
+task                REPPO x3 /s    SAC /s       REPPO fixed s (x1)     SAC fixed s (x3)    PPO run s (x3)
+==================  =============  ===========  =====================  ==================  =================
+CartpoleBalance     2,500          900          91                     42                  14
+PendulumSwingup     4,550          1,750        65                     45                  44
+ReacherEasy         2,960          1,620        83                     69                  32
+CheetahRun          1,120          830          265                    196                 110
+FingerSpin          1,140          810          149                    243                 73
+==================  =============  ===========  =====================  ==================  =================
+
+Rates are env steps per second per seed between the first and the last evaluation, compile excluded (REPPO:
+its 3-seed program, its evaluations included; SAC: after the replay prefill, its evaluations excluded). "Fixed"
+is a process's seconds outside that: start-up, compilation, Brax's ten 128-episode evaluations.
+Published Brax PPO makes its first update after 983,040 env steps (on CartpoleBalance that one update took 365 s,
+its compilation included) and evaluates every 9,830,400, so in the cpu suite it runs to its initial evaluation.
+
+Arithmetic: fixed cost = sum over tasks of REPPO fixed + 3 x (SAC fixed + PPO run) = 3,251 s. Per budget env step
+a task costs 1 / REPPO rate + 3 / SAC rate seconds (CartpoleBalance 0.00373, PendulumSwingup 0.00193, ReacherEasy
+0.00219, CheetahRun 0.00451, FingerSpin 0.00458). The remaining 3,949 s of 2 hours are split equally, 790 s of
+training per task, and each budget is 790 s / cost rounded to a multiple of 40,960 (five REPPO iterations):
+training 3,853 s, total 7,104 s = 1.97 h (less when the compile cache is warm, as it is for Brax's seeds 2 and 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METHODS: tuple[str, ...] = ("reppo", "ppo", "sac")
+"""Methods of the benchmark: REPPO (this package), Brax PPO, Brax SAC."""
+
+METHOD_NAMES: dict[str, str] = {"reppo": "REPPO", "ppo": "Brax PPO", "sac": "Brax SAC"}
+
+EVAL_POINTS = 10
+"""Evaluations per run after the start (each method's schedule is rounded to what its library can do)."""
+
+
+@dataclass(frozen=True)
+class TaskBudget:
+    """One task of a suite and its training budget in environment steps (the same for every method)."""
+
+    task: str
+    env_steps: int
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named list of tasks with budgets, and the REPPO preset the suite runs."""
+
+    name: str
+    tasks: tuple[TaskBudget, ...]
+    reppo_preset: str
+    description: str
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.task for t in self.tasks)
+
+    def budget(self, task: str) -> int:
+        return next(t.env_steps for t in self.tasks if t.task == task)
+
+
+PAPER_TASKS: tuple[str, ...] = (
+    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance", "CartpoleBalanceSparse",
+    "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun", "FingerSpin", "FingerTurnEasy", "FingerTurnHard",
+    "FishSwim", "HopperHop", "HopperStand", "HumanoidRun", "HumanoidStand", "HumanoidWalk", "PendulumSwingup",
+    "ReacherEasy", "ReacherHard", "WalkerRun", "WalkerStand", "WalkerWalk",
+)  # fmt: skip
+"""The 23 DM Control tasks of the REPPO paper (MuJoCo Playground ids)."""
+
+PAPER_BUDGET = 50_000_000
+
+CPU_BUDGETS: dict[str, int] = {
+    "CartpoleBalance": 204_800,
+    "PendulumSwingup": 409_600,
+    "ReacherEasy": 368_640,
+    "CheetahRun": 163_840,
+    "FingerSpin": 163_840,
+}
+"""cpu-suite budgets (env steps per run and seed); see the module docstring for how they were chosen."""
+
+SUITES: dict[str, Suite] = {
+    "cpu": Suite(
+        name="cpu",
+        tasks=tuple(TaskBudget(task, steps) for task, steps in CPU_BUDGETS.items()),
+        reppo_preset="cpu",
+        description="5 DM Control tasks, budgets for about 2 hours at 3 seeds on a 2-core CPU",
+    ),
+    "paper": Suite(
+        name="paper",
+        tasks=tuple(TaskBudget(task, PAPER_BUDGET) for task in PAPER_TASKS),
+        reppo_preset="paper-small",
+        description="the 23 DM Control tasks of the REPPO paper at 50M env steps (for a GPU)",
+    ),
+}

@@ -1,0 +1,289 @@
+"""``reppo bench``: bad input (one line, exit 2), the summary's statistics against independent computations, the
+Brax schedules, the compile-free clock, and real runs through the child-process harness (a crash included)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from reppo.bench import report
+from reppo.bench.harness import BenchPlan, plan_bench, run_bench
+from reppo.bench.runners import ppo_schedule, published_config, sac_schedule, union_length
+from reppo.bench.suites import METHODS, PAPER_TASKS, SUITES
+from reppo.cli import main
+from reppo.plot import BOOTSTRAP_SEED, N_BOOTSTRAP
+
+# --------------------------------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--suite", "gpu"], "--suite 'gpu' is not a suite; allowed: cpu, paper"),
+        (["--seeds", "0"], "--seeds 0 must be a positive integer"),
+        (["--seeds", "abc"], "--seeds 'abc' must be a positive integer"),
+        (["--points=1.5"], "--points '1.5' must be a positive integer"),
+        (["--methods", "reppo,trpo"], "--methods 'trpo' is not a method; allowed: reppo, ppo, sac"),
+        (["--methods", "sac,sac"], "--methods 'sac,sac' must name each method once"),
+        (["--tasks", "HopperHop"], "--tasks 'HopperHop' is not a task of the cpu suite; allowed: CartpoleBalance"),
+        (["--budget", "-3"], "--budget -3 must be a positive integer"),
+        (["--budget", "1e3"], "--budget 1000 is below what REPPO can run on CartpoleBalance; allowed: >= 8192"),
+        (["--methods", "sac", "--budget", "8e3"], "--budget 8000 is below what Brax SAC can run on"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", *args, "--out", str(out)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("reppo: error: ") and needle in lines[0], lines
+    assert not out.exists()
+
+
+def test_existing_output_is_refused_before_anything_runs(tmp_path):
+    (tmp_path / report.RESULTS_FILE).write_text("task\n")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "reppo.cli", "bench", "--out", str(tmp_path), "--budget", "9472"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"reppo: error: --out '{tmp_path}' already holds a benchmark; allowed: a new or empty folder"]
+    assert time.perf_counter() - start < 60
+
+
+def test_suites():
+    cpu = SUITES["cpu"]
+    assert cpu.task_names == ("CartpoleBalance", "PendulumSwingup", "ReacherEasy", "CheetahRun", "FingerSpin")
+    assert all(t.env_steps >= 8_320 for t in cpu.tasks)  # above one REPPO iteration and Brax SAC's prefill
+    assert cpu.reppo_preset == "cpu" and SUITES["paper"].reppo_preset == "paper-small"
+    assert len(PAPER_TASKS) == 23 and all(t.env_steps == 50_000_000 for t in SUITES["paper"].tasks)
+    from mujoco_playground._src import dm_control_suite
+
+    assert set(PAPER_TASKS) <= set(dm_control_suite.ALL_ENVS)
+    reference = Path(__file__).resolve().parents[2] / "shared" / "reference" / "dmc_final_returns.csv"
+    if reference.is_file():  # the paper's 23 DM Control tasks: the reference file's tasks without G1/T1 joystick
+        with open(reference, newline="") as fh:
+            tasks = {r["task"] for r in csv.DictReader(fh)}
+        assert set(PAPER_TASKS) == {t for t in tasks if "Joystick" not in t}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# statistics of the summary
+
+
+def _random_rows(rng: np.random.Generator, tasks=("A", "B", "C"), seeds=5, points=8) -> list[report.ResultRow]:
+    rows = []
+    for task in tasks:
+        for m, method in enumerate(METHODS):
+            steps = np.cumsum(rng.integers(1, 5, points)) * 1000 * (m + 1)
+            for seed in range(1, seeds + 1):
+                walls = np.cumsum(rng.uniform(0.5, 2.0, points))
+                returns = np.clip(np.cumsum(rng.normal(60, 80, points)), 0, 1000)
+                rows += [report.ResultRow(task, method, seed, int(s), float(w), float(r))
+                         for s, w, r in zip(steps, walls, returns, strict=True)]  # fmt: skip
+    return rows
+
+
+def _bootstrap_numpy(values: np.ndarray) -> tuple[float, float, float]:
+    """Percentile bootstrap of the mean, written out directly: resample seeds, average, take percentiles."""
+    idx = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(values), size=(N_BOOTSTRAP, len(values)))
+    means = values[idx].mean(axis=1)
+    return values.mean(), np.percentile(means, 2.5), np.percentile(means, 97.5)
+
+
+def _brute_force_time_to(rows: list[report.ResultRow], threshold: float):
+    for steps in sorted({r.env_steps for r in rows}):
+        at = [r for r in rows if r.env_steps == steps]
+        if sum(r.eval_return for r in at) / len(at) >= threshold:
+            return steps, sum(r.wall_s for r in at) / len(at)
+    return None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_summary_statistics_match_independent_computations(seed):
+    rng = np.random.default_rng(100 + seed)
+    tasks = ("A", "B", "C")
+    rows = _random_rows(rng, tasks)
+    s = report.summarize(rows, [], tasks=tasks, methods=METHODS, reference={}, reppo_preset="cpu")
+    for task in tasks:
+        finals = {}
+        for method in METHODS:
+            mine = [r for r in rows if r.task == task and r.method == method]
+            last = max(r.env_steps for r in mine)
+            values = np.array([r.eval_return for r in mine if r.env_steps == last])
+            finals[method] = values
+            mean, lo, hi = _bootstrap_numpy(values)
+            st = s.stats[task, method]
+            np.testing.assert_allclose([st.mean, st.lo, st.hi], [mean, lo, hi], rtol=1e-12)
+            assert st.n == 5 and st.env_steps == last
+        best = max(v.mean() for v in finals.values())
+        assert s.best[task] == pytest.approx(best)
+        for method in METHODS:
+            mine = [r for r in rows if r.task == task and r.method == method]
+            assert s.stats[task, method].to_threshold == _brute_force_time_to(mine, 0.9 * best)
+    for method in METHODS:
+        scores = [r.eval_return / 1000 for r in rows if r.method == method and r.env_steps == max(
+            x.env_steps for x in rows if x.method == method and x.task == r.task)]  # fmt: skip
+        assert s.iqm[method] == (pytest.approx(scipy.stats.trim_mean(scores, 0.25)), 15)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 13, 40])
+def test_iqm_matches_scipy_trim_mean(n):
+    x = np.random.default_rng(n).gamma(2.0, 0.2, n)
+    assert report.iqm(x) == pytest.approx(scipy.stats.trim_mean(x, 0.25))
+
+
+def test_time_to_threshold_not_reached_and_first_crossing():
+    rng = np.random.default_rng(7)
+    rows = [report.ResultRow("A", "reppo", s, k * 100, k + s * 0.1, float(v))
+            for s in (1, 2) for k, v in enumerate(rng.uniform(0, 500, 10))]  # fmt: skip
+    assert report.time_to_threshold(rows, 10_000.0) is None
+    for threshold in rng.uniform(0, 500, 20):
+        assert report.time_to_threshold(rows, threshold) == _brute_force_time_to(rows, threshold)
+
+
+def test_summary_markdown_targets_and_reference():
+    rows = [report.ResultRow("CartpoleBalance", m, s, 1000, 1.0, v)
+            for m, v in (("reppo", 950.0), ("ppo", 400.0), ("sac", 960.0)) for s in (1, 2)]  # fmt: skip
+    reference = {("CartpoleBalance", "reppo"): report.Reference("reppo_small_data", 999.78, 10)}
+    s = report.summarize(rows, [], tasks=("CartpoleBalance",), methods=METHODS, reference=reference,
+                         reppo_preset="cpu")  # fmt: skip
+    text = report.summary_markdown(s, command="reppo bench --suite cpu")
+    assert "999.8 (reppo_small_data, 10 runs)" in text
+    assert "CartpoleBalance: REPPO final return >= Brax PPO's: **met (950.0 vs 400.0)**" in text
+    assert "CartpoleBalance: REPPO final return >= Brax SAC's: **MISSED (950.0 vs 960.0)**" in text
+    assert "REPPO reaches 90% of the published REPPO final return: **met (950.0 vs 899.8)**" in text
+    assert "not measured by this suite (REPPO ran the cpu preset)" in text
+
+
+def test_reference_file_is_read_as_published_means():
+    path = report.reference_path()
+    if path is None:
+        pytest.skip("../shared/reference/dmc_final_returns.csv is not beside this checkout")
+    reference = report.load_reference(path)
+    assert reference["CartpoleBalance", "reppo"] == report.Reference("reppo_small_data", 999.78, 10)
+    assert all(method == "reppo" or ref.source != "ppo" for (_, method), ref in reference.items())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# schedules and the compile-free clock
+
+
+def test_brax_schedules_stay_within_the_budget():
+    ppo = published_config("ppo", "CartpoleBalance")
+    unit = 1024 * 32 * 30 * 10  # batch x minibatches x unroll x resets per evaluation
+    s = ppo_schedule(ppo, 50_000_000, 10)
+    assert s.eval_steps == tuple(unit * e for e in range(6)) and s.num_timesteps == 5 * unit and s.num_evals == 6
+    assert not s.stops_early and not s.note
+    s = ppo_schedule(ppo, 500_000, 10)
+    assert s.eval_steps == (0,) and s.stops_early and "no update within the budget" in s.note
+    assert "no evaluated update" in ppo_schedule(ppo, 2_000_000, 10).note
+    sac = published_config("sac", "CartpoleBalance")
+    for budget, points in ((9_472, 2), (40_960, 10), (333_333, 10), (10_000_000, 10)):
+        s = sac_schedule(sac, budget, points)
+        gaps = np.diff(s.eval_steps[1:])
+        assert s.eval_steps[0] == 0 and s.eval_steps[-1] == s.num_timesteps <= budget
+        assert len(s.eval_steps) == points + 1 == s.num_evals and np.all(gaps == gaps[0]) and gaps[0] % 128 == 0
+        assert budget - s.num_timesteps < 128 * points  # the largest schedule Brax's arithmetic allows
+
+
+def test_union_length_matches_a_fine_grid():
+    rng = np.random.default_rng(3)
+    grid = np.linspace(0, 10, 200_001)
+    for _ in range(20):
+        spans = [tuple(sorted(rng.uniform(-1, 11, 2))) for _ in range(rng.integers(0, 8))]
+        lo, hi = sorted(rng.uniform(0, 10, 2))
+        inside = (grid >= lo) & (grid <= hi)
+        covered = np.zeros_like(grid, bool)
+        for a, b in spans:
+            covered |= (grid >= a) & (grid <= b)
+        expected = (covered & inside).sum() * (grid[1] - grid[0])
+        assert union_length(spans, lo, hi) == pytest.approx(expected, abs=2e-4)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# real runs
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _check_results(out: Path, budgets: dict[str, int]) -> list[dict[str, str]]:
+    columns, rows = _read_csv(out / report.RESULTS_FILE)
+    assert columns == ["task", "method", "seed", "env_steps", "wall_s", "eval_return"]
+    curves: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        curves.setdefault((row["task"], row["method"], row["seed"]), []).append(row)
+    for (task, _, _), curve in curves.items():
+        steps = [int(r["env_steps"]) for r in curve]
+        walls = [float(r["wall_s"]) for r in curve]
+        assert steps == sorted(steps) and len(set(steps)) == len(steps) and steps[-1] <= budgets[task]
+        assert walls == sorted(walls) and walls[0] >= 0
+        assert all(np.isfinite(float(r["eval_return"])) for r in curve)
+    return rows
+
+
+def test_real_sac_run_and_a_crash_that_the_bench_survives(tmp_path):
+    """One Brax SAC run (tiny budget) after a run that crashes (an unknown task): the crash is recorded with its
+    reason, the SAC run's evaluations follow its schedule, and the summary and plots are written."""
+    budget = 9_472  # Brax SAC's 8,192-step replay prefill, then 10 actor steps of 128 envs
+    plan = BenchPlan(SUITES["cpu"], ("NoSuchTask", "CartpoleBalance"), ("sac",), 1,
+                     {"NoSuchTask": budget, "CartpoleBalance": budget}, 2, tmp_path)  # fmt: skip
+    records = run_bench(plan, echo=lambda line: None)
+    assert [r.status for r in records] == ["failed", "ok"]
+    assert "exit code 1" in records[0].note and "NoSuchTask" in records[0].note
+    rows = _check_results(tmp_path, plan.budgets)
+    steps = [int(r["env_steps"]) for r in rows]
+    assert steps == list(sac_schedule(published_config("sac", "CartpoleBalance"), budget, 2).eval_steps)
+    assert float(rows[0]["wall_s"]) == 0.0  # the clock starts at the initial evaluation
+    _, runs = _read_csv(tmp_path / "runs.csv")
+    assert [r["status"] for r in runs] == ["failed", "ok"]
+    ok = runs[1]
+    assert float(ok["compile_s"]) > 1 and float(ok["peak_rss_mb"]) > 100
+    assert float(ok["process_s"]) > float(ok["wall_s"]) + float(ok["compile_s"])
+    records_file = tmp_path / "runs" / "CartpoleBalance__sac__1" / "records.jsonl"
+    done = json.loads(records_file.read_text().splitlines()[-1])
+    assert done["settings"]["batch_size"] == 512 and done["settings"]["dropped"] == ["num_resets_per_eval"]
+    summary = (tmp_path / report.SUMMARY_FILE).read_text()
+    assert "| NoSuchTask | failed |" in summary and "| CartpoleBalance | " in summary
+    for name in ("curves_env_steps.png", "curves_wall_s.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_real_runs_of_all_three_methods_with_two_seeds(tmp_path):
+    """``reppo bench`` end to end: REPPO (two seeds in one process), Brax PPO and Brax SAC (one process per seed)."""
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "-m", "reppo.cli", "bench", "--tasks", "CartpoleBalance", "--seeds", "2", "--budget",
+         "16384", "--points", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = plan_bench(tasks="CartpoleBalance", seeds=2, budget=16_384, points=2, out=tmp_path / "unused")
+    rows = _check_results(out, plan.budgets)
+    assert {(r["method"], r["seed"]) for r in rows} == {(m, s) for m in METHODS for s in ("1", "2")}
+    reppo = [int(r["env_steps"]) for r in rows if r["method"] == "reppo" and r["seed"] == "1"]
+    assert reppo == [8_192, 16_384]
+    assert [int(r["env_steps"]) for r in rows if r["method"] == "ppo"] == [0, 0]  # no PPO update in 16k steps
+    _, runs = _read_csv(out / "runs.csv")
+    assert [(r["method"], r["seeds"], r["status"]) for r in runs] == [
+        ("reppo", "1-2", "ok"), ("ppo", "1", "ok"), ("ppo", "2", "ok"), ("sac", "1", "ok"), ("sac", "2", "ok")
+    ]  # fmt: skip
+    summary = (out / report.SUMMARY_FILE).read_text()
+    assert summary in proc.stdout and "## Targets" in summary and "IQM" in summary
