@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
 import time
 
 import jax
+from _jsonl import append_jsonl  # sibling module of these scripts
 
 from reppo.algo.reppo import make_train
 from reppo.config import preset_config, resolve
@@ -159,9 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{loop['read_lagged']:.4f} ({result['read_lagged_overhead_pct']:+.2f} %); "
         f"host dispatch of one call {1e3 * result['dispatch_s']:.2f} ms"
     )
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(result) + "\n")
+    append_jsonl(args.json, result)
     return result
 
 

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from _jsonl import append_jsonl  # sibling module of these scripts
+
 
 def measure(env_id: str, preset: str, devices: int, warmup: int, repeats: int) -> dict:
     import jax
@@ -110,10 +112,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         median = base["s_per_iteration"] / plain["s_per_iteration"]
         print(f"sharded path on one device vs plain: median {100 * (median - 1):+.2f} %, "
               f"paired {100 * (paired - 1):+.2f} %")  # fmt: skip
-    if args.json:
-        with open(args.json, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+    append_jsonl(args.json, *rows)
     return rows
 
 

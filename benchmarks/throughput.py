@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import resource
 import statistics
 import sys
 import time
 
 import jax
+from _jsonl import append_jsonl  # sibling module of these scripts
 
 from reppo.algo.reppo import make_train
 from reppo.config import preset_config, resolve
@@ -126,9 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"| {compile_s:9.1f} | {result['sps']:11,.0f} | {med['iteration']:11.3f} | {med['rollout']:9.3f} | "
         f"{med['targets']:9.3f} | {med['update']:8.3f} | {peak_rss_gb:11.2f} |"
     )
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(result) + "\n")
+    append_jsonl(args.json, result)
     return result
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -22,6 +21,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+from _jsonl import append_jsonl  # sibling module of these scripts
 
 from reppo.algo.reppo import make_train
 from reppo.config import preset_config, resolve
@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"| {f'matmul chain {rows}x{width} @ {width}x{width}':<34} | {plain_flops / 1e9:8.2f} | {plain_s:8.4f} | "
           f"{result['matmul_gflops']:8.1f} |")  # fmt: skip
     print(f"update phase reaches {100 * result['ratio']:.0f} % of the plain matmul throughput")
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(result) + "\n")
+    append_jsonl(args.json, result)
     return result
 
 
