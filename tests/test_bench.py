@@ -36,7 +36,7 @@ from reppo.plot import BOOTSTRAP_SEED, N_BOOTSTRAP
         (["--methods", "sac,sac"], "--methods 'sac,sac' must name each method once"),
         (["--tasks", "HopperHop"], "--tasks 'HopperHop' is not a task of the cpu suite; allowed: CartpoleBalance"),
         (["--budget", "-3"], "--budget -3 must be a positive integer"),
-        (["--budget", "1e3"], "--budget 1000 is below what REPPO can run on CartpoleBalance; allowed: >= 8192"),
+        (["--budget", "1e3"], "--budget 1000 is below what REPPO can run on CartpoleBalance; allowed: >= 2048"),
         (["--methods", "sac", "--budget", "8e3"], "--budget 8000 is below what Brax SAC can run on"),
     ],
 )

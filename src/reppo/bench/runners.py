@@ -41,7 +41,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,8 @@ class RunSpec:
     """This run's folder (the worker writes its evaluations there; REPPO's run folder is ``folder/reppo``)."""
     points: int = EVAL_POINTS
     reppo_preset: str = "cpu"
+    reppo_overrides: dict[str, Any] = field(default_factory=dict)
+    """Config fields set on top of ``reppo_preset`` (the suite's, see :class:`reppo.bench.suites.Suite`)."""
 
     @property
     def seed_label(self) -> str:
@@ -151,7 +153,7 @@ def reppo_config(spec: RunSpec):
     """The REPPO Config of a run: the preset, whole iterations within the budget, about ``points`` evaluations."""
     from reppo.config import preset_config
 
-    base = preset_config(spec.reppo_preset)
+    base = preset_config(spec.reppo_preset, **spec.reppo_overrides)
     iterations = spec.budget // base.batch_size
     if iterations < 1:
         raise RunError(
@@ -260,12 +262,12 @@ def brax_schedule(method: str, config: dict[str, Any], budget: int, points: int)
     return (ppo_schedule if method == "ppo" else sac_schedule)(config, budget, points)
 
 
-def min_budget(method: str, task: str, reppo_preset: str) -> int:
+def min_budget(method: str, task: str, reppo_preset: str, reppo_overrides: dict[str, Any] | None = None) -> int:
     """Smallest budget a method can run on ``task`` (REPPO: one iteration; SAC: prefill plus one actor step)."""
     if method == "reppo":
         from reppo.config import preset_config
 
-        return preset_config(reppo_preset).batch_size
+        return preset_config(reppo_preset, **(reppo_overrides or {})).batch_size
     if method == "sac":
         config = published_config("sac", task)
         per_actor_step = config["num_envs"] * config["action_repeat"]
