@@ -4,7 +4,7 @@ and the cost of the host loop reading one ``health/rolled_back`` scalar per iter
     python benchmarks/guard_overhead.py --env CartpoleBalance --preset cpu
 
 Both programs are compiled with argument donation as ``reppo train`` does, warmed up, then timed alternately (off,
-on, off, on, ...) so that load from other processes hits both alike; the figures are medians over ``--repeats``
+on, on, off, ...) so that load from other processes hits both alike; the figures are medians over ``--repeats``
 iterations. On a shared CPU the iteration time varies by more than the guard costs, so the guard's own work (the
 finiteness checks, the rollback select and the per-env mask with its no-op ``reset_where``) is also timed alone,
 jitted on the real shapes (median of 50 calls), and reported as a fraction of the unguarded iteration. The host-read
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
         states[name] = jax.block_until_ready(state)
 
     times: dict[str, list[float]] = {"off": [], "on": []}
-    for _ in range(args.repeats):
-        for name in ("off", "on"):
+    for i in range(args.repeats):
+        for name in ("off", "on") if i % 2 == 0 else ("on", "off"):  # alternate the order: no position bias
             t = time.perf_counter()
             states[name], metrics = programs[name](states[name])
             jax.block_until_ready((states[name], metrics))
