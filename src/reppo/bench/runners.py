@@ -262,12 +262,12 @@ def brax_schedule(method: str, config: dict[str, Any], budget: int, points: int)
     return (ppo_schedule if method == "ppo" else sac_schedule)(config, budget, points)
 
 
-def min_budget(method: str, task: str, reppo_preset: str, reppo_overrides: dict[str, Any] | None = None) -> int:
+def min_budget(method: str, task: str, reppo_preset: str, reppo_overrides: dict[str, Any]) -> int:
     """Smallest budget a method can run on ``task`` (REPPO: one iteration; SAC: prefill plus one actor step)."""
     if method == "reppo":
         from reppo.config import preset_config
 
-        return preset_config(reppo_preset, **(reppo_overrides or {})).batch_size
+        return preset_config(reppo_preset, **reppo_overrides).batch_size
     if method == "sac":
         config = published_config("sac", task)
         per_actor_step = config["num_envs"] * config["action_repeat"]

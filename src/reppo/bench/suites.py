@@ -35,7 +35,7 @@ Measured on a quiet machine (REPPO with 128 envs, see ``CPU_REPPO_OVERRIDES``): 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 METHODS: tuple[str, ...] = ("reppo", "ppo", "sac")
 """Methods of the benchmark: REPPO (this package), Brax PPO, Brax SAC."""
@@ -62,8 +62,8 @@ class Suite:
     tasks: tuple[TaskBudget, ...]
     reppo_preset: str
     description: str
-    reppo_overrides: tuple[tuple[str, object], ...] = ()
-    """Config fields REPPO runs with on top of ``reppo_preset`` (name, value pairs)."""
+    reppo_overrides: dict[str, object] = field(default_factory=dict)
+    """Config fields REPPO runs with on top of ``reppo_preset``."""
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -92,7 +92,7 @@ CPU_BUDGETS: dict[str, int] = {
 }
 """cpu-suite budgets (env steps per run and seed); see the module docstring for how they were chosen."""
 
-CPU_REPPO_OVERRIDES: tuple[tuple[str, object], ...] = (("num_envs", 128),)
+CPU_REPPO_OVERRIDES: dict[str, object] = {"num_envs": 128}
 """REPPO in the cpu suite: the cpu preset with 128 envs instead of 512 (2,048 env steps per iteration). The
 budgets are 20-50 iterations of 512 envs, too few updates to learn from: one seed of CartpoleBalance scored 191 at
 204,800 env steps with 512 envs and 994 with 128 (same wall-clock, 77-80 s). Brax SAC collects with 128 envs too."""
