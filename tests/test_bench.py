@@ -1,9 +1,11 @@
 """``reppo bench``: bad input (one line, exit 2), the summary's statistics against independent computations, the
-Brax schedules, the compile-free clock, and real runs through the child-process harness (a crash included)."""
+Brax schedules, the compile-free clock, real runs through the child-process harness (a crash included) and
+``--resume``."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,8 +17,8 @@ import pytest
 import scipy.stats
 
 from reppo.bench import report
-from reppo.bench.harness import BenchPlan, plan_bench, run_bench
-from reppo.bench.runners import ppo_schedule, published_config, sac_schedule, union_length
+from reppo.bench.harness import BenchError, BenchPlan, plan_bench, reuse_run, run_bench
+from reppo.bench.runners import RunSpec, ppo_schedule, published_config, sac_schedule, union_length
 from reppo.bench.suites import METHODS, PAPER_TASKS, SUITES
 from reppo.cli import main
 from reppo.plot import BOOTSTRAP_SEED, N_BOOTSTRAP
@@ -59,7 +61,8 @@ def test_existing_output_is_refused_before_anything_runs(tmp_path):
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == [f"reppo: error: --out '{tmp_path}' already holds a benchmark; allowed: a new or empty folder"]
+    assert lines == [f"reppo: error: --out '{tmp_path}' already holds a benchmark; allowed: a new or empty folder, "
+                     "or --resume to continue it"]
     assert time.perf_counter() - start < 60
 
 
@@ -263,6 +266,56 @@ def test_real_sac_run_and_a_crash_that_the_bench_survives(tmp_path):
     assert "| NoSuchTask | failed |" in summary and "| CartpoleBalance | " in summary
     for name in ("curves_env_steps.png", "curves_wall_s.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # --resume: the finished SAC run is taken over as it was, the failed run runs (and fails) again.
+    before = records_file.read_text()
+    lines = []
+    again = run_bench(dataclasses.replace(plan, resume=True), echo=lines.append)
+    assert [r.status for r in again] == ["failed", "ok"]
+    assert records_file.read_text() == before
+    assert again[1].process_s == pytest.approx(records[1].process_s, abs=0.05) and again[1].rows == records[1].rows
+    assert sum("taken over" in line for line in lines) == 1
+    assert _read_csv(tmp_path / "runs.csv")[1] == runs
+
+
+def _finished_run(folder: Path, spec: RunSpec) -> dict[str, str]:
+    """A run folder as a finished worker leaves it, and its runs.csv row."""
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text(json.dumps(dataclasses.asdict(spec)))
+    evals = [{"kind": "eval", "seed": s, "env_steps": e, "wall_s": e / 1e3, "eval_return": float(s * e % 997)}
+             for s in spec.seeds for e in (0, spec.budget)]  # fmt: skip
+    done = {"kind": "done", "compile_s": 3.5, "device_peak_bytes": None, "note": ""}
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*evals, done]))
+    return {"task": spec.task, "method": spec.method, "seeds": spec.seed_label, "status": "ok",
+            "budget": str(spec.budget), "env_steps": str(spec.budget), "wall_s": "1.0", "compile_s": "3.5",
+            "process_s": "12.5", "peak_rss_mb": "900.0", "device_peak_mb": "", "note": ""}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["reppo", "sac"])
+def test_resume_takes_over_only_runs_finished_with_the_same_settings(method, tmp_path):
+    rng = np.random.default_rng()
+    budget = int(rng.integers(10_000, 100_000))
+    seeds = (1, 2, 3) if method == "reppo" else (int(rng.integers(1, 9)),)
+    spec = RunSpec("ReacherEasy", method, seeds, budget, str(tmp_path / "run"), reppo_overrides={"num_envs": 128})
+    row = _finished_run(tmp_path / "run", spec)
+    record = reuse_run(spec, row)
+    assert record is not None and record.status == "ok" and record.process_s == 12.5 and record.compile_s == 3.5
+    assert [(r.seed, r.env_steps) for r in record.rows] == [(s, e) for s in seeds for e in (0, budget)]
+    assert reuse_run(dataclasses.replace(spec, folder=str(tmp_path / "run" / ".." / "run")), row) is not None
+    # Another budget or evaluation count always runs again; other REPPO settings only for REPPO.
+    assert reuse_run(dataclasses.replace(spec, budget=budget + 1), row) is None
+    assert reuse_run(dataclasses.replace(spec, points=3), row) is None
+    other = reuse_run(dataclasses.replace(spec, reppo_overrides={"num_envs": 64}), row)
+    assert (other is None) == (method == "reppo")
+    assert reuse_run(spec, {**row, "status": "failed"}) is None and reuse_run(spec, None) is None
+    lines = (tmp_path / "run" / "records.jsonl").read_text().splitlines()
+    (tmp_path / "run" / "records.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # killed before its end
+    assert reuse_run(spec, row) is None
+
+
+def test_resume_needs_out():
+    with pytest.raises(BenchError, match="--resume needs --out"):
+        plan_bench(resume=True)
 
 
 @pytest.mark.slow

@@ -156,7 +156,7 @@ def _small_configs(draw) -> dict:
     return values
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_small_configs())
 def test_drawn_configs_train_one_iteration_or_fail_cleanly(values):
     import jax

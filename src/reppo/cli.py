@@ -293,6 +293,8 @@ class BenchArgs:
     """Evaluations per run after the start (rounded to what each method's schedule allows)."""
     out: str | None = None
     """Output folder (default bench/<suite>__<time>)."""
+    resume: bool = False
+    """Continue the bench in --out: runs that finished there with the same settings are taken over, the rest run."""
 
 
 _BENCH_INT_FLAGS = ("--seeds", "--budget", "--points")
@@ -329,7 +331,7 @@ def bench_command(args: list[str]) -> int:
         return _fail(str(exc))
     a = tyro.cli(BenchArgs, args=args, prog="reppo bench")
     try:
-        plan = plan_bench(a.suite, a.seeds, a.methods, a.tasks, a.budget, a.points, a.out)
+        plan = plan_bench(a.suite, a.seeds, a.methods, a.tasks, a.budget, a.points, a.out, a.resume)
     except BenchError as exc:
         return _fail(str(exc))
     records = run_bench(plan)

@@ -9,6 +9,10 @@ Output folder: ``results.csv`` (task, method, seed, env_steps, wall_s, eval_retu
 run: status, compile and process seconds, peak memory, note), ``summary.md``, ``curves_env_steps.png``,
 ``curves_wall_s.png``, and ``runs/<task>__<method>__<seeds>/`` with each run's spec, records, log and (REPPO)
 run folder. ``results.csv`` and ``runs.csv`` are rewritten after every run, so an interrupted bench keeps them.
+
+``resume`` (``reppo bench --resume --out FOLDER``) continues a bench in its folder: a run that finished there
+(``ok`` in ``runs.csv``) with the same settings is taken over, every other run (failed, missing, or with other
+settings, e.g. REPPO's after a change of the suite's REPPO overrides) runs again.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class BenchPlan:
     budgets: dict[str, int]
     points: int
     out: Path
+    resume: bool = False
+    """Take over the runs that finished in ``out`` with the same settings instead of running them again."""
 
     def specs(self) -> list[RunSpec]:
         """The runs, in order: per task, per method, REPPO's seeds together and each Brax seed alone."""
@@ -124,6 +130,7 @@ def plan_bench(
     budget: int | None = None,
     points: int = EVAL_POINTS,
     out: str | Path | None = None,
+    resume: bool = False,
 ) -> BenchPlan:
     """Validate a request (raises :class:`BenchError` with one line) and return its plan. Nothing runs."""
     if suite not in SUITES:
@@ -157,10 +164,15 @@ def plan_bench(
                     f"--budget {budgets[task]} is below what {METHOD_NAMES[method]} can run on {task}; "
                     f"allowed: >= {least}"
                 )
+    if resume and out is None:
+        raise BenchError("--resume needs --out, the folder of the bench to continue")
     out_path = Path(out) if out is not None else default_out(suite)
-    if (out_path / report.RESULTS_FILE).exists():
-        raise BenchError(f"--out {str(out_path)!r} already holds a benchmark; allowed: a new or empty folder")
-    return BenchPlan(the_suite, tuple(names), tuple(chosen), seeds, budgets, points, out_path)
+    if (out_path / report.RESULTS_FILE).exists() and not resume:
+        raise BenchError(
+            f"--out {str(out_path)!r} already holds a benchmark; allowed: a new or empty folder, or --resume to "
+            "continue it"
+        )
+    return BenchPlan(the_suite, tuple(names), tuple(chosen), seeds, budgets, points, out_path, resume)
 
 
 def _peak_rss_mb(usage) -> float:
@@ -171,6 +183,55 @@ def _peak_rss_mb(usage) -> float:
 def _last_line(path: Path) -> str:
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def _read_records(spec: RunSpec) -> tuple[list[report.ResultRow], dict | None]:
+    """The evaluation rows of ``spec``'s folder, sorted by (seed, env steps), and its ``done`` record (None if the
+    run did not finish)."""
+    rows, done = [], None
+    records = Path(spec.folder) / RECORDS_FILE
+    for line in records.read_text().splitlines() if records.exists() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a worker killed while writing it
+            continue
+        if record["kind"] == "eval":
+            rows.append(report.ResultRow(spec.task, spec.method, record["seed"], record["env_steps"],
+                                         record["wall_s"], record["eval_return"]))  # fmt: skip
+        else:
+            done = record
+    rows.sort(key=lambda r: (r.seed, r.env_steps))
+    return rows, done
+
+
+def _run_settings(spec: dict) -> dict:
+    """What a run's result depends on: its spec without the folder, and without REPPO's settings for a peer."""
+    ignored = {"folder"} | (set() if spec["method"] == "reppo" else {"reppo_preset", "reppo_overrides"})
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items() if k not in ignored}
+
+
+def reuse_run(spec: RunSpec, row: dict[str, str] | None) -> RunRecord | None:
+    """The record of ``spec`` from a run that finished in its folder with the same settings (``row``: its line of
+    the folder's ``runs.csv``), or None when it has to run."""
+    spec_file = Path(spec.folder) / SPEC_FILE
+    if row is None or row["status"] != "ok" or not spec_file.exists():
+        return None
+    if _run_settings(json.loads(spec_file.read_text())) != _run_settings(dataclasses.asdict(spec)):
+        return None
+    rows, done = _read_records(spec)
+    if done is None:
+        return None
+    number = lambda key: float(row[key]) if row[key] else None
+    return RunRecord(spec, "ok", rows, float(row["process_s"]), float(row["peak_rss_mb"]), number("compile_s"),
+                     number("device_peak_mb"), row["note"])  # fmt: skip
+
+
+def read_runs(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    """The rows of a ``runs.csv`` by (task, method, seeds); empty when there is none."""
+    if not path.exists():
+        return {}
+    with open(path, newline="") as fh:
+        return {(r["task"], r["method"], r["seeds"]): r for r in csv.DictReader(fh)}
 
 
 def run_unit(spec: RunSpec) -> RunRecord:
@@ -195,19 +256,7 @@ def run_unit(spec: RunSpec) -> RunRecord:
             raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     process_s = time.perf_counter() - start
-    rows, done = [], None
-    records = folder / RECORDS_FILE
-    for line in records.read_text().splitlines() if records.exists() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # the last line of a worker killed while writing it
-            continue
-        if record["kind"] == "eval":
-            rows.append(report.ResultRow(spec.task, spec.method, record["seed"], record["env_steps"],
-                                         record["wall_s"], record["eval_return"]))  # fmt: skip
-        else:
-            done = record
-    rows.sort(key=lambda r: (r.seed, r.env_steps))
+    rows, done = _read_records(spec)
     record = RunRecord(spec, "ok", rows, process_s, _peak_rss_mb(usage))
     if proc.returncode != 0 or done is None:
         code = proc.returncode
@@ -234,10 +283,16 @@ def run_bench(plan: BenchPlan, echo: Callable[[str], None] = print) -> list[RunR
     specs = plan.specs()
     echo(f"reppo bench: {plan.suite.name} suite, {len(plan.tasks)} tasks x {', '.join(plan.methods)}, "
          f"{plan.seeds} seeds: {len(specs)} runs; output in {plan.out}")  # fmt: skip
+    previous = read_runs(plan.out / RUNS_FILE) if plan.resume else {}
     records: list[RunRecord] = []
     for i, spec in enumerate(specs, 1):
-        echo(f"reppo bench: [{i}/{len(specs)}] {spec.task} {METHOD_NAMES[spec.method]} seed {spec.seed_label}, "
-             f"{spec.budget:,} env steps ...")  # fmt: skip
+        about = f"[{i}/{len(specs)}] {spec.task} {METHOD_NAMES[spec.method]} seed {spec.seed_label}"
+        record = reuse_run(spec, previous.get((spec.task, spec.method, spec.seed_label)))
+        if record is not None:
+            echo(f"reppo bench: {about}: finished before with the same settings, taken over")
+            records.append(record)
+            continue
+        echo(f"reppo bench: {about}, {spec.budget:,} env steps ...")
         record = run_unit(spec)
         records.append(record)
         report.write_results(plan.out / report.RESULTS_FILE, [row for r in records for row in r.rows])
@@ -274,4 +329,6 @@ def _command(plan: BenchPlan) -> str:
         parts.append(f"--budget {plan.budgets[plan.tasks[0]]}")
     if plan.points != EVAL_POINTS:
         parts.append(f"--points {plan.points}")
+    if plan.resume:
+        parts.append("--resume")
     return " ".join(parts) + f" --out {plan.out}"
