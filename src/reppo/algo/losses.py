@@ -46,7 +46,8 @@ def critic_loss(
     emb = critic_apply(critic_params, mb.critic_obs, mb.actions, method="embed")
     logits = critic_apply(critic_params, emb, method="logits")
     target_probs = hl.to_probs(mb.returns)
-    ce = -jnp.sum(target_probs * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    ce = -jnp.sum(target_probs * log_probs, axis=-1)
 
     next_emb = jax.lax.stop_gradient(mb.next_embedding)
     pred_reward, pred_next_emb = critic_apply(critic_params, emb, method="predict_aux")
@@ -56,7 +57,7 @@ def critic_loss(
     aux = (1.0 - mb.terminated) * jnp.mean(squared, axis=-1)
 
     loss = jnp.mean(ce + aux_coef * aux)
-    q = hl.to_value(logits)
+    q = jnp.sum(jnp.exp(jax.lax.stop_gradient(log_probs)) * hl.centres, axis=-1)  # hl.to_value(logits)
     return loss, {
         "critic_ce": jnp.mean(ce),
         "aux_loss": jnp.mean(aux),
