@@ -3,14 +3,16 @@ and the cost of the host loop reading one ``health/rolled_back`` scalar per iter
 
     python benchmarks/guard_overhead.py --env CartpoleBalance --preset cpu
 
-Both programs are compiled with argument donation as ``reppo train`` does, warmed up, then timed alternately (off,
-on, on, off, ...) so that load from other processes hits both alike; the figures are medians over ``--repeats``
-iterations. On a shared CPU the iteration time varies by more than the guard costs, so the guard's own work (the
-finiteness checks, the rollback select and the per-env mask with its no-op ``reset_where``) is also timed alone,
-jitted on the real shapes (median of 50 calls), and reported as a fraction of the unguarded iteration. The host-read
-cost compares back-to-back iterations of the guarded program without any device-to-host read (one wait at the end)
-against the same loop reading the flag right after each iteration, and reading it one iteration late (what
-``reppo train`` does, so that the next iteration is already queued while the host waits).
+Both programs are compiled with argument donation as ``reppo train`` does, warmed up, then timed in blocks of
+``--block`` iterations dispatched back to back, alternately (off, on, on, off, ...) so that load from other
+processes hits both alike. The figures are medians over ``--repeats`` blocks, and the mean of the paired ratios
+(adjacent blocks) comes with a 95 % bootstrap interval. On a shared CPU the iteration time varies by more than the
+guard costs, so the guard's own work (the finiteness checks, the rollback select and the per-env mask with its
+no-op ``reset_where``) is also timed alone, jitted on the real shapes (median of 50 calls, also split into its two
+parts), and reported as a fraction of the unguarded iteration. The host-read cost compares back-to-back iterations
+of the guarded program without any device-to-host read (one wait at the end) against the same loop reading the
+flag right after each iteration, and reading it one iteration late (what ``reppo train`` does, so that the next
+iteration is already queued while the host waits).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import time
 
 import jax
+import numpy as np
 from _jsonl import append_jsonl  # sibling module of these scripts
 
 from reppo.algo.reppo import make_train
@@ -35,7 +38,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--env", default="CartpoleBalance")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--max-bad-iterations", type=int, default=3, help="the guarded setting (> 0)")
-    parser.add_argument("--repeats", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=25, help="timed blocks of each program")
+    parser.add_argument("--block", type=int, default=5, help="iterations per timed block")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--loops", type=int, default=4, help="host-loop pairs (5 iterations each) to time")
     parser.add_argument("--json", default=None, help="append the result as a JSON line to this file")
@@ -56,13 +60,14 @@ def main(argv: list[str] | None = None) -> dict:
             state, metrics = programs[name](state)
         states[name] = jax.block_until_ready(state)
 
-    times: dict[str, list[float]] = {"off": [], "on": []}
+    times: dict[str, list[float]] = {"off": [], "on": []}  # seconds per iteration, one entry per block
     for i in range(args.repeats):
-        for name in ("off", "on") if i % 2 == 0 else ("on", "off"):  # alternate the order: no position bias
+        for name in ("off", "on") if i % 2 == 0 else ("on", "off"):  # ABBA order: no position bias
             t = time.perf_counter()
-            states[name], metrics = programs[name](states[name])
+            for _ in range(args.block):  # dispatched back to back, as reppo train runs them
+                states[name], metrics = programs[name](states[name])
             jax.block_until_ready((states[name], metrics))
-            times[name].append(time.perf_counter() - t)
+            times[name].append((time.perf_counter() - t) / args.block)
 
     # The guard's own work, alone, on the real shapes (algo is the guarded one).
     old = states["on"]
@@ -78,13 +83,21 @@ def main(argv: list[str] | None = None) -> dict:
         env_state, bad = algo.reset_bad_envs(env_state, traj, key)
         return state, health, env_state, bad
 
+    select_alone = jax.jit(lambda *a: algo.guard(*a[:4]))
+    reset_alone = jax.jit(lambda *a: algo.reset_bad_envs(*a[4:5], a[2], a[5]))
     guard_args = (old, new, traj, update_metrics, env_state, k_rollout)
-    jax.block_until_ready(guard_alone(*guard_args))
-    alone = []
-    for _ in range(50):
-        t = time.perf_counter()
-        jax.block_until_ready(guard_alone(*guard_args))
-        alone.append(time.perf_counter() - t)
+
+    def median_call_s(fn) -> float:
+        jax.block_until_ready(fn(*guard_args))
+        calls = []
+        for _ in range(50):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*guard_args))
+            calls.append(time.perf_counter() - t)
+        return statistics.median(calls)
+
+    parts = {"checks_and_select": median_call_s(select_alone), "env_mask_and_reset": median_call_s(reset_alone)}
+    alone = [median_call_s(guard_alone)]
 
     # Host loop: back-to-back dispatch vs reading the flags of iteration i right after iteration i (a wait per
     # iteration) vs reading them after iteration i + 1 has been dispatched (as reppo train does).
@@ -111,7 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
-    ratio = statistics.median(on / off for on, off in zip(times["on"], times["off"], strict=True))
+    ratios = np.array([on / off for on, off in zip(times["on"], times["off"], strict=True)])
+    ratio = float(np.median(ratios))
+    # 95 % bootstrap interval of the mean paired ratio (blocks adjacent in time form a pair).
+    rng = np.random.default_rng(0)
+    boot = ratios[rng.integers(0, len(ratios), (10_000, len(ratios)))].mean(axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
     guard_s = statistics.median(alone)
     loop = {k: statistics.median(v) for k, v in loops.items()}
     result = {
@@ -126,10 +144,14 @@ def main(argv: list[str] | None = None) -> dict:
         "iteration_on_s": med["on"],
         "guard_overhead_pct": 100 * (med["on"] / med["off"] - 1),
         "paired_ratio_pct": 100 * (ratio - 1),
+        "mean_paired_ratio_pct": 100 * (float(ratios.mean()) - 1),
+        "mean_paired_ratio_ci95_pct": [100 * (low - 1), 100 * (high - 1)],
+        "block": args.block,
         "iteration_off_min_s": best["off"],
         "iteration_on_min_s": best["on"],
         "guard_alone_s": guard_s,
         "guard_alone_pct": 100 * guard_s / med["off"],
+        "guard_parts_s": parts,
         "loop_no_read_s": loop["no_read"],
         "loop_read_now_s": loop["read_now"],
         "loop_read_lagged_s": loop["read_lagged"],
@@ -151,7 +173,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"end to end: median on / median off - 1 = {result['guard_overhead_pct']:+.2f} %, median of paired ratios - 1 "
         f"= {result['paired_ratio_pct']:+.2f} %"
     )
-    print(f"guard work alone: {1e3 * guard_s:.2f} ms = {result['guard_alone_pct']:.2f} % of the unguarded iteration")
+    print(
+        f"mean of paired ratios - 1 = {result['mean_paired_ratio_pct']:+.2f} %, 95 % bootstrap interval "
+        f"[{100 * (low - 1):+.2f}, {100 * (high - 1):+.2f}] % ({args.repeats} pairs of {args.block}-iteration blocks)"
+    )
+    print(f"guard work alone: {1e3 * guard_s:.2f} ms = {result['guard_alone_pct']:.2f} % of the unguarded iteration "
+          f"(checks and rollback select {1e3 * parts['checks_and_select']:.2f} ms, per-env mask and reset_where "
+          f"{1e3 * parts['env_mask_and_reset']:.2f} ms)")  # fmt: skip
     print(
         f"host loop, s/iteration (median of {args.loops} loops of 5): no read {loop['no_read']:.4f}; "
         f"health/rolled_back read after its own iteration {loop['read_now']:.4f} "

@@ -269,13 +269,18 @@ def test_real_sac_run_and_a_crash_that_the_bench_survives(tmp_path):
 
     # --resume: the finished SAC run is taken over as it was, the failed run runs (and fails) again.
     before = records_file.read_text()
+    results_before = (tmp_path / report.RESULTS_FILE).read_text()
+    stale = tmp_path / "runs" / "NoSuchTask__sac__1" / "reppo" / "config.yaml"  # e.g. a REPPO run folder
+    stale.parent.mkdir()
+    stale.write_text("stale")
     lines = []
     again = run_bench(dataclasses.replace(plan, resume=True), echo=lines.append)
     assert [r.status for r in again] == ["failed", "ok"]
     assert records_file.read_text() == before
     assert again[1].process_s == pytest.approx(records[1].process_s, abs=0.05) and again[1].rows == records[1].rows
-    assert sum("taken over" in line for line in lines) == 1
-    assert _read_csv(tmp_path / "runs.csv")[1] == runs
+    assert sum("taken over" in line for line in lines) == 1 and not stale.parent.exists()
+    assert _read_csv(tmp_path / "runs.csv")[1][1] == runs[1]  # the SAC row as it was; the failed run ran again
+    assert (tmp_path / report.RESULTS_FILE).read_text() == results_before  # the last run, taken over, included
 
 
 def _finished_run(folder: Path, spec: RunSpec) -> dict[str, str]:

@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -237,9 +238,9 @@ def read_runs(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
 def run_unit(spec: RunSpec) -> RunRecord:
     """Run ``spec`` in a child process (``python -m reppo.bench.worker``) and collect what it recorded."""
     folder = Path(spec.folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # a rerun (--resume) starts from an empty folder
+    folder.mkdir(parents=True)
     (folder / SPEC_FILE).write_text(json.dumps(dataclasses.asdict(spec), indent=2))
-    (folder / RECORDS_FILE).unlink(missing_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # device peak = what the run used, not a pool
     log = folder / "log.txt"
@@ -290,17 +291,16 @@ def run_bench(plan: BenchPlan, echo: Callable[[str], None] = print) -> list[RunR
         record = reuse_run(spec, previous.get((spec.task, spec.method, spec.seed_label)))
         if record is not None:
             echo(f"reppo bench: {about}: finished before with the same settings, taken over")
-            records.append(record)
-            continue
-        echo(f"reppo bench: {about}, {spec.budget:,} env steps ...")
-        record = run_unit(spec)
+        else:
+            echo(f"reppo bench: {about}, {spec.budget:,} env steps ...")
+            record = run_unit(spec)
+            last = record.csv_row()
+            echo(f"reppo bench:   {record.status} in {record.process_s:.0f} s (train {last['wall_s'] or '-'} s, "
+                 f"compile {last['compile_s'] or '-'} s, peak RSS {record.peak_rss_mb / 1024:.2f} GiB)"
+                 + (f"; {record.note}" if record.note else ""))  # fmt: skip
         records.append(record)
         report.write_results(plan.out / report.RESULTS_FILE, [row for r in records for row in r.rows])
         write_runs(plan.out / RUNS_FILE, records)
-        last = record.csv_row()
-        echo(f"reppo bench:   {record.status} in {record.process_s:.0f} s (train {last['wall_s'] or '-'} s, "
-             f"compile {last['compile_s'] or '-'} s, peak RSS {record.peak_rss_mb / 1024:.2f} GiB)"
-             + (f"; {record.note}" if record.note else ""))  # fmt: skip
     summary = report.summarize(
         report.read_results(plan.out / report.RESULTS_FILE),
         [r.facts() for r in records],
