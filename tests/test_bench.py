@@ -241,6 +241,7 @@ def _check_results(out: Path, budgets: dict[str, int]) -> list[dict[str, str]]:
     return rows
 
 
+@pytest.mark.slow  # real runs of a minute or more: the slow command (CI runs both)
 def test_real_sac_run_and_a_crash_that_the_bench_survives(tmp_path):
     """One Brax SAC run (tiny budget) after a run that crashes (an unknown task): the crash is recorded with its
     reason, the SAC run's evaluations follow its schedule, and the summary and plots are written."""

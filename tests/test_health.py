@@ -268,6 +268,7 @@ def _csv_rows(run_dir: Path) -> list[dict[str, Any]]:
     return [{k: float(v) for k, v in row.items()} for row in rows]  # every value parses
 
 
+@pytest.mark.slow  # real runs of a minute or more: the slow command (CI runs both)
 def test_training_continues_after_transient_faults(faulty_cartpole, tmp_path):
     lines: list[str] = []
     result = train(Config(total_steps=B * 5, checkpoint_every=0, **SMALL), run_dir=tmp_path / "run", echo=lines.append)
