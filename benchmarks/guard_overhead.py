@@ -25,10 +25,10 @@ import sys
 import time
 
 import jax
-import numpy as np
 from _jsonl import append_jsonl  # sibling module of these scripts
 
 from reppo.algo.reppo import make_train
+from reppo.bench.report import mean_ci
 from reppo.config import preset_config, resolve
 from reppo.envs import make_env
 
@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
         env_state, bad = algo.reset_bad_envs(env_state, traj, key)
         return state, health, env_state, bad
 
-    select_alone = jax.jit(lambda *a: algo.guard(*a[:4]))
-    reset_alone = jax.jit(lambda *a: algo.reset_bad_envs(*a[4:5], a[2], a[5]))
+    select_alone = jax.jit(lambda old, new, traj, update_metrics, env_state, key: algo.guard(old, new, traj,
+                                                                                           update_metrics))
+    reset_alone = jax.jit(lambda old, new, traj, update_metrics, env_state, key: algo.reset_bad_envs(env_state, traj,
+                                                                                                    key))
     guard_args = (old, new, traj, update_metrics, env_state, k_rollout)
 
     def median_call_s(fn) -> float:
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         return statistics.median(calls)
 
     parts = {"checks_and_select": median_call_s(select_alone), "env_mask_and_reset": median_call_s(reset_alone)}
-    alone = [median_call_s(guard_alone)]
+    guard_s = median_call_s(guard_alone)
 
     # Host loop: back-to-back dispatch vs reading the flags of iteration i right after iteration i (a wait per
     # iteration) vs reading them after iteration i + 1 has been dispatched (as reppo train does).
@@ -124,13 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
-    ratios = np.array([on / off for on, off in zip(times["on"], times["off"], strict=True)])
-    ratio = float(np.median(ratios))
-    # 95 % bootstrap interval of the mean paired ratio (blocks adjacent in time form a pair).
-    rng = np.random.default_rng(0)
-    boot = ratios[rng.integers(0, len(ratios), (10_000, len(ratios)))].mean(axis=1)
-    low, high = np.percentile(boot, [2.5, 97.5])
-    guard_s = statistics.median(alone)
+    ratios = [on / off for on, off in zip(times["on"], times["off"], strict=True)]  # blocks adjacent in time
+    ratio = statistics.median(ratios)
+    mean_ratio, low, high = mean_ci(ratios)  # 95 % bootstrap interval of the mean paired ratio
     loop = {k: statistics.median(v) for k, v in loops.items()}
     result = {
         "env": base.env,
@@ -144,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         "iteration_on_s": med["on"],
         "guard_overhead_pct": 100 * (med["on"] / med["off"] - 1),
         "paired_ratio_pct": 100 * (ratio - 1),
-        "mean_paired_ratio_pct": 100 * (float(ratios.mean()) - 1),
+        "mean_paired_ratio_pct": 100 * (mean_ratio - 1),
         "mean_paired_ratio_ci95_pct": [100 * (low - 1), 100 * (high - 1)],
         "block": args.block,
         "iteration_off_min_s": best["off"],
