@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import inspect
 import json
 import subprocess
 import sys
@@ -18,8 +19,8 @@ import scipy.stats
 
 from reppo.bench import report
 from reppo.bench.harness import BenchError, BenchPlan, plan_bench, reuse_run, run_bench
-from reppo.bench.runners import RunSpec, ppo_schedule, published_config, sac_schedule, union_length
-from reppo.bench.suites import METHODS, PAPER_TASKS, SUITES
+from reppo.bench.runners import RunSpec, ppo_schedule, published_config, reppo_config, sac_schedule, union_length
+from reppo.bench.suites import BRAX_EVAL_EPISODES, METHODS, PAPER_TASKS, SUITES
 from reppo.cli import main
 from reppo.plot import BOOTSTRAP_SEED, N_BOOTSTRAP
 
@@ -80,6 +81,23 @@ def test_suites():
         with open(reference, newline="") as fh:
             tasks = {r["task"] for r in csv.DictReader(fh)}
         assert set(PAPER_TASKS) == {t for t in tasks if "Joystick" not in t}
+
+
+def test_every_method_evaluates_as_many_episodes_as_brax():
+    """Brax PPO and SAC evaluate ``num_eval_envs`` episodes (their default: the published configs do not set it);
+    every suite gives REPPO the same number."""
+    from brax.training.agents.ppo import train as ppo_train
+    from brax.training.agents.sac import train as sac_train
+
+    for method, train_fn in (("ppo", ppo_train.train), ("sac", sac_train.train)):
+        assert inspect.signature(train_fn).parameters["num_eval_envs"].default == BRAX_EVAL_EPISODES
+        for task in SUITES["cpu"].task_names:
+            assert "num_eval_envs" not in published_config(method, task)
+    for suite in SUITES.values():
+        spec = RunSpec(task=suite.tasks[0].task, method="reppo", seeds=(1, 2), budget=suite.tasks[0].env_steps,
+                       points=10, folder="unused", reppo_preset=suite.reppo_preset,
+                       reppo_overrides=suite.reppo_overrides)  # fmt: skip
+        assert reppo_config(spec).eval_envs == BRAX_EVAL_EPISODES
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -102,6 +102,12 @@ def test_stopped_and_resumed_run_is_bitwise_identical(reference, tmp_path):
     _assert_same_state(resumed.state, reference.state)
     assert _rows(run) == _rows(reference.run_dir)  # the extended run's log is the uninterrupted run's log
     assert [int(r["iteration"]) for r in _rows(run)] == [4, 8, 12, 14]
+    # eval_s: the part of wall_s spent evaluating, growing with each evaluation and carried on by the checkpoint
+    for result in (short, resumed):
+        evals = result.evaluations
+        assert all(0 < e["eval_s"] < e["wall_s"] for e in evals)
+        assert all(a["eval_s"] < b["eval_s"] for a, b in zip(evals, evals[1:], strict=False))
+    assert resumed.evaluations[0]["eval_s"] > short.evaluations[-1]["eval_s"]
     # a complete run resumed with the same budget does nothing
     again = resume(run)
     assert again.evaluations == [] and not again.interrupted

@@ -115,8 +115,9 @@ class TrainResult:
     """The resolved config the run used."""
     run_dir: Path
     evaluations: list[dict[str, Any]] = field(default_factory=list)
-    """One entry per evaluation of this process: env_steps, iteration, wall_s, the aggregate over seeds of
-    eval/episode_return etc., and ``per_seed`` (a list of the same metrics for each seed)."""
+    """One entry per evaluation of this process: env_steps, iteration, wall_s, eval_s (the part of wall_s spent
+    in evaluations, these included), the aggregate over seeds of eval/episode_return etc., and ``per_seed`` (a
+    list of the same metrics for each seed)."""
     compile_s: float = 0.0
     """Seconds spent compiling the iteration and the evaluation (not counted in wall_s)."""
     interrupted: bool = False
@@ -330,12 +331,13 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
 
     pending: list[dict[str, Any]] = []  # train metrics of the iterations since the last scheduled evaluation
     if resume_from is None or resume_from.latest() is None:
-        start, wall0 = 0, 0.0
+        start, wall0, eval_s = 0, 0.0, 0.0
         state = parallel.to_host(jax.jit(init)(init_key))  # on this process's first device, then placed below
         echo(f"reppo: training {config.env} ({config.preset} preset, seeds {_seed_text(seeds)}); logs in {run_dir}")
     else:
         state, meta = resume_from.restore(jax.eval_shape(init, init_key))
         start, wall0 = int(meta["iteration"]), float(meta["wall_s"])
+        eval_s = float(meta.get("eval_s", 0.0))  # checkpoints written before eval_s was kept lack it
         pending = [{k: np.asarray(v, np.float64) for k, v in m.items()} for m in meta["pending"]]
         if start >= config.num_iterations:
             echo(f"reppo: {run_dir} is complete at {start * config.batch_size:,} env steps; "
@@ -391,6 +393,7 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
             "iteration": i,
             "env_steps": i * config.batch_size,
             "wall_s": wall_s,
+            "eval_s": eval_s,
             "finished": finished,
             "pending": [{k: np.asarray(v, np.float64).reshape(-1).tolist() for k, v in m.items()} for m in pending],
             "env": config.env,
@@ -432,7 +435,9 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
                 wall_s = wall0 + time.perf_counter() - t_start
                 sps = (env_steps - start * config.batch_size) / max(wall_s - wall0, 1e-9)
                 if scheduled or final:
+                    t_eval = time.perf_counter()
                     out = parallel.to_host(evaluate(state.actor_params, state.obs_stats, eval_key(i)))
+                    eval_s += time.perf_counter() - t_eval
                     pending = parallel.to_host(pending)
                     per_seed = _eval_rows(out, pending, sps, num_seeds)
                     if scheduled:
@@ -441,9 +446,8 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
                     aggregate = mean_over_seeds(per_seed)
                     if logger is not None:
                         logger.log(env_steps, i, wall_s, per_seed)
-                    result.evaluations.append(
-                        {"env_steps": env_steps, "iteration": i, "wall_s": wall_s, **aggregate, "per_seed": per_seed}
-                    )
+                    result.evaluations.append({"env_steps": env_steps, "iteration": i, "wall_s": wall_s,
+                                               "eval_s": eval_s, **aggregate, "per_seed": per_seed})  # fmt: skip
                     progress.update(env_steps, sps, aggregate["eval/episode_return"])
                     if config.video and primary:
                         _record_video(config, run_dir, algo, parallel.to_host(state), env_steps, eval_key(i))

@@ -20,13 +20,13 @@ every ``batch_size * num_minibatches * unroll_length * action_repeat * num_reset
 (983,040 x 10 for DM Control); when the budget is shorter, the run is stopped after its initial evaluation and
 its note says so.
 
-Wall-clock (``wall_s``) excludes compilation for every method. REPPO: the ``wall_s`` of
-:class:`reppo.training.TrainResult` evaluations (the host loop compiles ahead of time, before its clock starts;
-REPPO's own 16-episode evaluations stay inside its wall_s). Brax: seconds since the initial evaluation minus the
-time inside JAX compilation (tracing, lowering and XLA compilation or cache reads: the ``/jax/core/compile/*``
-monitoring events) and inside Brax's evaluations (``eval/epoch_eval_time``), so Brax's 128-episode evaluations
-do not count against it. ``compile_s`` is the same for every method: the union of the compile events during the
-run.
+Wall-clock (``wall_s``) excludes compilation and evaluation for every method. REPPO: ``wall_s - eval_s`` of
+:class:`reppo.training.TrainResult` evaluations (the host loop compiles ahead of time, before its clock starts,
+and times its evaluations). Brax: seconds since the initial evaluation minus the time inside JAX compilation
+(tracing, lowering and XLA compilation or cache reads: the ``/jax/core/compile/*`` monitoring events) and inside
+Brax's evaluations (``eval/epoch_eval_time``). Every method evaluates ``BRAX_EVAL_EPISODES`` (128) episodes: the
+suites set REPPO's ``eval_envs`` to it. ``compile_s`` is the same for every method: the union of the compile
+events during the run.
 
 ``jax.device_put_replicated`` left jax's namespace in jax 0.10 but is still in ``jax._src.api``; brax 0.14 calls
 it, so the runner puts JAX's own function back under its old name before importing brax. Brax itself runs
@@ -185,7 +185,8 @@ def run_reppo(spec: RunSpec, emit: Emit) -> dict[str, Any]:
         clock.close()
     for ev in result.evaluations:
         for seed, row in zip(spec.seeds, ev["per_seed"], strict=True):
-            emit({"kind": "eval", "seed": seed, "env_steps": int(ev["env_steps"]), "wall_s": float(ev["wall_s"]),
+            emit({"kind": "eval", "seed": seed, "env_steps": int(ev["env_steps"]),
+                  "wall_s": float(ev["wall_s"]) - float(ev["eval_s"]),
                   "eval_return": float(row["eval/episode_return"])})  # fmt: skip
     return {
         "compile_s": clock.compile_seconds(start, time.time()),

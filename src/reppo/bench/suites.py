@@ -92,9 +92,16 @@ CPU_BUDGETS: dict[str, int] = {
 }
 """cpu-suite budgets (env steps per run and seed); see the module docstring for how they were chosen."""
 
-CPU_REPPO_OVERRIDES: dict[str, object] = {"num_envs": 128, "num_epochs": 8, "entropy_coef": 1.0}
+BRAX_EVAL_EPISODES = 128
+"""Deterministic evaluation episodes of Brax PPO and SAC (``num_eval_envs``, Brax's default, which the published
+configs keep). REPPO evaluates as many in every suite (its ``eval_envs``; 16 by default outside the bench)."""
+
+CPU_REPPO_OVERRIDES: dict[str, object] = {
+    "num_envs": 128, "num_epochs": 8, "entropy_coef": 1.0, "eval_envs": BRAX_EVAL_EPISODES,
+}  # fmt: skip
 """REPPO in the cpu suite: the cpu preset with 128 envs instead of 512 (2,048 env steps per iteration), 8 epochs
-instead of 4, and target entropy -1.0 x action_dim instead of -0.5 x action_dim (SAC's usual target).
+instead of 4, and target entropy -1.0 x action_dim instead of -0.5 x action_dim (SAC's usual target); 128
+evaluation episodes like Brax.
 
 The budgets are 20-50 iterations of 512 envs, too few updates to learn from: one seed of CartpoleBalance scored
 191 at 204,800 env steps with 512 envs and 994 with 128 (same wall-clock, 77-80 s). Brax SAC collects with 128
@@ -128,6 +135,7 @@ SUITES: dict[str, Suite] = {
         name="paper",
         tasks=tuple(TaskBudget(task, PAPER_BUDGET) for task in PAPER_TASKS),
         reppo_preset="paper-small",
+        reppo_overrides={"eval_envs": BRAX_EVAL_EPISODES},
         description="the 23 DM Control tasks of the REPPO paper at 50M env steps (for a GPU)",
     ),
 }
