@@ -31,7 +31,8 @@ a task costs 1 / REPPO rate + 3 / SAC rate seconds (CartpoleBalance 0.00373, Pen
 training per task, and each budget is 790 s / cost rounded to a multiple of 40,960 (five REPPO iterations):
 training 3,853 s, total 7,104 s = 1.97 h (less when the compile cache is warm, as it is for Brax's seeds 2 and 3).
 Measured on a quiet machine: the whole suite took 81 minutes (REPPO with 128 envs and 4 epochs); with the
-current ``CPU_REPPO_OVERRIDES`` REPPO's five 3-seed processes take 17 of those minutes."""
+current ``CPU_REPPO_OVERRIDES`` (128-episode evaluations included) REPPO's five 3-seed processes take 27 minutes
+and the whole suite 90."""
 
 from __future__ import annotations
 
