@@ -83,23 +83,20 @@ def main(argv: list[str] | None = None) -> dict:
         env_state, bad = algo.reset_bad_envs(env_state, traj, key)
         return state, health, env_state, bad
 
-    select_alone = jax.jit(lambda old, new, traj, update_metrics, env_state, key: algo.guard(old, new, traj,
-                                                                                           update_metrics))
-    reset_alone = jax.jit(lambda old, new, traj, update_metrics, env_state, key: algo.reset_bad_envs(env_state, traj,
-                                                                                                    key))
-    guard_args = (old, new, traj, update_metrics, env_state, k_rollout)
-
-    def median_call_s(fn) -> float:
-        jax.block_until_ready(fn(*guard_args))
+    def median_call_s(fn, *args) -> float:
+        jax.block_until_ready(fn(*args))
         calls = []
         for _ in range(50):
             t = time.perf_counter()
-            jax.block_until_ready(fn(*guard_args))
+            jax.block_until_ready(fn(*args))
             calls.append(time.perf_counter() - t)
         return statistics.median(calls)
 
-    parts = {"checks_and_select": median_call_s(select_alone), "env_mask_and_reset": median_call_s(reset_alone)}
-    guard_s = median_call_s(guard_alone)
+    parts = {
+        "checks_and_select": median_call_s(jax.jit(algo.guard), old, new, traj, update_metrics),
+        "env_mask_and_reset": median_call_s(jax.jit(algo.reset_bad_envs), env_state, traj, k_rollout),
+    }
+    guard_s = median_call_s(guard_alone, old, new, traj, update_metrics, env_state, k_rollout)
 
     # Host loop: back-to-back dispatch vs reading the flags of iteration i right after iteration i (a wait per
     # iteration) vs reading them after iteration i + 1 has been dispatched (as reppo train does).

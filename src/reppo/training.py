@@ -435,6 +435,7 @@ def _run(config: Config, run_dir: Path, echo, resume_from: Checkpointer | None) 
                 wall_s = wall0 + time.perf_counter() - t_start
                 sps = (env_steps - start * config.batch_size) / max(wall_s - wall0, 1e-9)
                 if scheduled or final:
+                    jax.block_until_ready(state.actor_params)  # the queued iteration is training, not evaluation
                     t_eval = time.perf_counter()
                     out = parallel.to_host(evaluate(state.actor_params, state.obs_stats, eval_key(i)))
                     eval_s += time.perf_counter() - t_eval
