@@ -20,7 +20,7 @@ import scipy.stats
 from reppo.bench import report
 from reppo.bench.harness import BenchError, BenchPlan, plan_bench, reuse_run, run_bench
 from reppo.bench.runners import RunSpec, ppo_schedule, published_config, reppo_config, sac_schedule, union_length
-from reppo.bench.suites import BRAX_EVAL_EPISODES, METHODS, PAPER_TASKS, SUITES
+from reppo.bench.suites import BRAX_EVAL_EPISODES, METHODS, PAPER_TASKS, SUITES, TaskBudget
 from reppo.cli import main
 from reppo.plot import BOOTSTRAP_SEED, N_BOOTSTRAP
 
@@ -83,6 +83,50 @@ def test_suites():
         assert set(PAPER_TASKS) == {t for t in tasks if "Joystick" not in t}
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_task_overrides_go_on_top_of_the_suite_and_only_to_reppo(seed, tmp_path, monkeypatch):
+    """A task's REPPO overrides replace the suite's field by field, reach that task's REPPO run and its budget
+    check, and leave the other tasks and the peers' runs alone."""
+    rng = np.random.default_rng(seed)
+    suite_envs, task_envs, epochs = (int(x) for x in rng.choice([16, 32, 64, 128], 3, replace=False))
+    budget = int(rng.integers(1, 5)) * 128 * 16 * 10
+    suite = dataclasses.replace(
+        SUITES["cpu"],
+        tasks=(TaskBudget("CartpoleBalance", budget, {"num_envs": task_envs}), TaskBudget("ReacherEasy", budget)),
+        reppo_overrides={"num_envs": suite_envs, "num_epochs": epochs},
+    )
+    assert suite.reppo_overrides_for("CartpoleBalance") == {"num_envs": task_envs, "num_epochs": epochs}
+    assert suite.reppo_overrides_for("ReacherEasy") == {"num_envs": suite_envs, "num_epochs": epochs}
+    plan = BenchPlan(suite, suite.task_names, METHODS, 2, {t: budget for t in suite.task_names}, 10, tmp_path)
+    for spec in plan.specs():
+        want = task_envs if spec.task == "CartpoleBalance" else suite_envs
+        assert spec.reppo_overrides["num_envs"] == want
+        if spec.method == "reppo":
+            config = reppo_config(spec)
+            assert (config.num_envs, config.num_epochs, config.env) == (want, epochs, spec.task)
+            assert config.total_steps == budget // (want * 16) * want * 16
+    # The budget check uses the task's batch: one iteration of 1,024 envs is 16,384 env steps.
+    monkeypatch.setitem(SUITES, "cpu", dataclasses.replace(
+        suite, tasks=(TaskBudget("CartpoleBalance", 16_000, {"num_envs": 1024}), TaskBudget("ReacherEasy", 16_000)),
+    ))  # fmt: skip
+    assert plan_bench("cpu", methods="reppo", tasks="ReacherEasy", seeds=1, out=tmp_path / "a").tasks == (
+        "ReacherEasy",
+    )
+    with pytest.raises(BenchError, match="^--budget 16000 is below what REPPO can run on CartpoleBalance; allowed: "
+                                         ">= 16384$"):  # fmt: skip
+        plan_bench("cpu", methods="reppo", seeds=1, out=tmp_path / "b")
+
+
+def test_cpu_suite_gives_every_method_the_same_env_steps():
+    """Every cpu-suite budget is a whole number of REPPO iterations at that task's settings."""
+    cpu = SUITES["cpu"]
+    for task in cpu.tasks:
+        spec = RunSpec(task=task.task, method="reppo", seeds=(1, 2, 3), budget=task.env_steps, points=10,
+                       folder="unused", reppo_preset=cpu.reppo_preset,
+                       reppo_overrides=cpu.reppo_overrides_for(task.task))  # fmt: skip
+        assert reppo_config(spec).total_steps == task.env_steps
+
+
 def test_every_method_evaluates_as_many_episodes_as_brax():
     """Brax PPO and SAC evaluate ``num_eval_envs`` episodes (their default: the published configs do not set it);
     every suite gives REPPO the same number."""
@@ -96,7 +140,7 @@ def test_every_method_evaluates_as_many_episodes_as_brax():
     for suite in SUITES.values():
         spec = RunSpec(task=suite.tasks[0].task, method="reppo", seeds=(1, 2), budget=suite.tasks[0].env_steps,
                        points=10, folder="unused", reppo_preset=suite.reppo_preset,
-                       reppo_overrides=suite.reppo_overrides)  # fmt: skip
+                       reppo_overrides=suite.reppo_overrides_for(suite.tasks[0].task))  # fmt: skip
         assert reppo_config(spec).eval_envs == BRAX_EVAL_EPISODES
 
 

@@ -69,7 +69,7 @@ class BenchPlan:
                 for seeds in groups:
                     spec = RunSpec(task=task, method=method, seeds=seeds, budget=self.budgets[task], folder="",
                                    points=self.points, reppo_preset=self.suite.reppo_preset,
-                                   reppo_overrides=self.suite.reppo_overrides)  # fmt: skip
+                                   reppo_overrides=self.suite.reppo_overrides_for(task))  # fmt: skip
                     folder = self.out / "runs" / f"{task}__{method}__{spec.seed_label}"
                     specs.append(dataclasses.replace(spec, folder=str(folder)))
         return specs
@@ -159,7 +159,7 @@ def plan_bench(
     budgets = {task: budget if budget is not None else the_suite.budget(task) for task in names}
     for task in names:
         for method in chosen:
-            least = min_budget(method, task, the_suite.reppo_preset, the_suite.reppo_overrides)
+            least = min_budget(method, task, the_suite.reppo_preset, the_suite.reppo_overrides_for(task))
             if budgets[task] < least:
                 raise BenchError(
                     f"--budget {budgets[task]} is below what {METHOD_NAMES[method]} can run on {task}; "

@@ -31,8 +31,8 @@ a task costs 1 / REPPO rate + 3 / SAC rate seconds (CartpoleBalance 0.00373, Pen
 training per task, and each budget is 790 s / cost rounded to a multiple of 40,960 (five REPPO iterations):
 training 3,853 s, total 7,104 s = 1.97 h (less when the compile cache is warm, as it is for Brax's seeds 2 and 3).
 Measured on a quiet machine: the whole suite took 81 minutes (REPPO with 128 envs and 4 epochs); with the
-current ``CPU_REPPO_OVERRIDES`` (128-episode evaluations included) REPPO's five 3-seed processes take 27 minutes
-and the whole suite 90."""
+current settings (``CPU_REPPO_OVERRIDES``, ``CPU_LONG_BUDGET_REPPO_OVERRIDES``, 128-episode evaluations) REPPO's
+five 3-seed processes take 31 minutes and the whole suite 95."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ class TaskBudget:
 
     task: str
     env_steps: int
+    reppo_overrides: dict[str, object] = field(default_factory=dict)
+    """Config fields REPPO runs with on this task, on top of the suite's (the peers' published configs are per
+    task too)."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,14 @@ class Suite:
         return tuple(t.task for t in self.tasks)
 
     def budget(self, task: str) -> int:
-        return next(t.env_steps for t in self.tasks if t.task == task)
+        return self._task(task).env_steps
+
+    def reppo_overrides_for(self, task: str) -> dict[str, object]:
+        """REPPO's config fields on ``task``: the suite's overrides, then the task's own."""
+        return {**self.reppo_overrides, **self._task(task).reppo_overrides}
+
+    def _task(self, task: str) -> TaskBudget:
+        return next(t for t in self.tasks if t.task == task)
 
 
 PAPER_TASKS: tuple[str, ...] = (
@@ -124,10 +134,38 @@ entropy_coef 1.0                         426 / 474
 With the cpu preset's 0.5, the policy keeps a pre-tanh std near 1 on ReacherEasy, and the deterministic policy
 tanh(mu) that is evaluated swings from one evaluation to the next."""
 
+CPU_LONG_BUDGET_TASKS: tuple[str, ...] = ("PendulumSwingup", "ReacherEasy")
+
+CPU_LONG_BUDGET_REPPO_OVERRIDES: dict[str, object] = {"num_envs": 256, "num_minibatches": 16, "num_epochs": 16}
+"""REPPO on the two cpu tasks with the longest budgets, PendulumSwingup and ReacherEasy: twice the envs (4,096 env
+steps and 90-100 iterations in the budget) and twice the epochs, so twice the updates (23,040 on ReacherEasy, as many
+as Brax SAC's 8 per env step) of the same 256-sample minibatches. 3-seed probes, 128 evaluation episodes (final
+return mean / mean of the last three evaluations; ``docs/BENCHMARKS.md``, "cpu-suite settings"):
+
+==============================================  ==================  ==================  ==================
+setting (on top of the suite's)                 ReacherEasy         PendulumSwingup     CartpoleBalance
+==============================================  ==================  ==================  ==================
+the suite's: 128 envs, 8 minibatches, 8 epochs  662 / 690           0.5 / 0.9           997 / 728
+kl_bound 0.03                                   652 / 694
+256 envs, 8 steps (the same batch)              556 / 541
+256 envs, 16 minibatches                        735 / 706
+128 envs, 16 epochs                             717 / 679
+256 envs, 16 minibatches, 16 epochs             818 / 751           272 / 212           733 / 548
+512 envs, 32 minibatches, 16 epochs             731 / 722
+256 envs, 16 minibatches, 32 epochs             672 / 733
+==============================================  ==================  ==================  ==================
+
+The suite's row is its run before this change (``docs/bench/cpu`` of session 6). The shorter budgets leave too few
+iterations of 256 envs (50 on CartpoleBalance, 40 on CheetahRun and FingerSpin), so the other tasks keep the
+suite's settings."""
+
 SUITES: dict[str, Suite] = {
     "cpu": Suite(
         name="cpu",
-        tasks=tuple(TaskBudget(task, steps) for task, steps in CPU_BUDGETS.items()),
+        tasks=tuple(
+            TaskBudget(task, steps, CPU_LONG_BUDGET_REPPO_OVERRIDES if task in CPU_LONG_BUDGET_TASKS else {})
+            for task, steps in CPU_BUDGETS.items()
+        ),
         reppo_preset="cpu",
         reppo_overrides=CPU_REPPO_OVERRIDES,
         description="5 DM Control tasks, budgets for about 2 hours at 3 seeds on a 2-core CPU",
