@@ -97,6 +97,7 @@ def test_task_overrides_go_on_top_of_the_suite_and_only_to_reppo(seed, tmp_path,
     )
     assert suite.reppo_overrides_for("CartpoleBalance") == {"num_envs": task_envs, "num_epochs": epochs}
     assert suite.reppo_overrides_for("ReacherEasy") == {"num_envs": suite_envs, "num_epochs": epochs}
+    assert suite.reppo_overrides_for("NoSuchTask") == {"num_envs": suite_envs, "num_epochs": epochs}
     plan = BenchPlan(suite, suite.task_names, METHODS, 2, {t: budget for t in suite.task_names}, 10, tmp_path)
     for spec in plan.specs():
         want = task_envs if spec.task == "CartpoleBalance" else suite_envs

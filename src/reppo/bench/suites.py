@@ -74,14 +74,13 @@ class Suite:
         return tuple(t.task for t in self.tasks)
 
     def budget(self, task: str) -> int:
-        return self._task(task).env_steps
+        return next(t.env_steps for t in self.tasks if t.task == task)
 
     def reppo_overrides_for(self, task: str) -> dict[str, object]:
-        """REPPO's config fields on ``task``: the suite's overrides, then the task's own."""
-        return {**self.reppo_overrides, **self._task(task).reppo_overrides}
-
-    def _task(self, task: str) -> TaskBudget:
-        return next(t for t in self.tasks if t.task == task)
+        """REPPO's config fields on ``task``: the suite's overrides, then the task's own (none for a task outside
+        the suite, which a hand-made plan may hold)."""
+        own = next((t.reppo_overrides for t in self.tasks if t.task == task), {})
+        return {**self.reppo_overrides, **own}
 
 
 PAPER_TASKS: tuple[str, ...] = (
