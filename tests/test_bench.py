@@ -118,14 +118,12 @@ def test_task_overrides_go_on_top_of_the_suite_and_only_to_reppo(seed, tmp_path,
         plan_bench("cpu", methods="reppo", seeds=1, out=tmp_path / "b")
 
 
-def test_cpu_suite_gives_every_method_the_same_env_steps():
+def test_cpu_suite_gives_every_method_the_same_env_steps(tmp_path):
     """Every cpu-suite budget is a whole number of REPPO iterations at that task's settings."""
-    cpu = SUITES["cpu"]
-    for task in cpu.tasks:
-        spec = RunSpec(task=task.task, method="reppo", seeds=(1, 2, 3), budget=task.env_steps, points=10,
-                       folder="unused", reppo_preset=cpu.reppo_preset,
-                       reppo_overrides=cpu.reppo_overrides_for(task.task))  # fmt: skip
-        assert reppo_config(spec).total_steps == task.env_steps
+    specs = plan_bench("cpu", methods="reppo", out=tmp_path).specs()
+    assert [s.task for s in specs] == list(SUITES["cpu"].task_names)
+    for spec in specs:
+        assert reppo_config(spec).total_steps == spec.budget == SUITES["cpu"].budget(spec.task)
 
 
 def test_every_method_evaluates_as_many_episodes_as_brax():
