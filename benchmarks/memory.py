@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     actor_step = sac["num_envs"] * sac["action_repeat"]
     budgets = {
         "reppo": args.reppo_iterations * reppo.batch_size,
-        "sac": min_budget("sac", args.task, "paper-small") + (args.sac_actor_steps - 1) * actor_step,
+        "sac": min_budget("sac", args.task, "paper-small", {}) + (args.sac_actor_steps - 1) * actor_step,
     }
     settings = {
         "reppo": f"paper-small: {reppo.num_envs} envs x {reppo.num_steps} steps, width {reppo.critic_width}, "

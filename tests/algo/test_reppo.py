@@ -141,3 +141,30 @@ def test_value_estimate_independent_of_chunking(chunk):
     spread = np.std(np.asarray(q) - alpha * np.asarray(log_prob_from_pre_tanh(u, mean, std)), axis=0)
     k = TINY["num_value_samples"]
     assert np.all(np.abs(np.asarray(values) - ref) <= 6 * spread / np.sqrt(k) + 1e-4)
+
+
+def test_update_is_epochs_of_disjoint_minibatches_of_one_shuffle():
+    """The jitted update phase equals a plain loop: each epoch permutes the batch once and hands its M consecutive
+    slices to ``update_minibatch`` in order, so every sample is used exactly once per epoch."""
+    config, env, init, iteration, algo = _build()
+    rng = np.random.default_rng()
+    state = jax.jit(init)(jax.random.PRNGKey(int(rng.integers(2**31))))
+    state, _ = jax.jit(iteration)(state)  # away from the initial parameters and statistics
+    k_rollout, k_targets, k_update = jax.random.split(jax.random.PRNGKey(int(rng.integers(2**31))), 3)
+    _, traj = jax.jit(algo.rollout)(state, k_rollout)
+    data = jax.jit(algo.compute_targets)(state, traj, k_targets)
+    got, _ = jax.jit(algo.update)(state, data, k_update)
+
+    step = jax.jit(algo.update_minibatch)
+    expected, size = state, config.minibatch_size
+    for epoch_key in jax.random.split(k_update, config.num_epochs):
+        k_perm, k_mb = jax.random.split(epoch_key)
+        perm = np.asarray(jax.random.permutation(k_perm, config.batch_size))
+        assert sorted(perm) == list(range(config.batch_size))
+        for i, mb_key in enumerate(jax.random.split(k_mb, config.num_minibatches)):
+            rows = perm[i * size : (i + 1) * size]
+            mb = jax.tree.map(lambda x, rows=rows: np.asarray(x)[rows], data)
+            expected, _ = step(expected, mb, mb_key)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=2e-5, atol=1e-6)
+    assert not _leaves_equal(got.critic_params, state.critic_params)

@@ -336,18 +336,17 @@ class REPPO(struct.PyTreeNode):
 
         def epoch(state: TrainState, epoch_key: jax.Array):
             k_perm, k_mb = jax.random.split(epoch_key)
-            perm = jax.random.permutation(k_perm, c.batch_size)
-            # Global minibatches, each split by rows over the devices (gradients are then all-reduced).
-            shuffled = jax.tree.map(
-                lambda x: self.shard_rows(x[perm].reshape(c.num_minibatches, c.minibatch_size, *x.shape[1:]), 1),
-                data,
-            )
+            perm = jax.random.permutation(k_perm, c.batch_size).reshape(c.num_minibatches, c.minibatch_size)
 
             def minibatch(state, args):
-                mb, mb_key = args
+                # Gathered here, one minibatch at a time: a shuffled copy of the whole batch (the (B, width)
+                # auxiliary targets above all) would be live for the whole epoch. Global minibatches, each split
+                # by rows over the devices (gradients are then all-reduced).
+                rows, mb_key = args
+                mb = jax.tree.map(lambda x: self.shard_rows(x[rows]), data)
                 return self.update_minibatch(state, mb, mb_key)
 
-            return jax.lax.scan(minibatch, state, (shuffled, jax.random.split(k_mb, c.num_minibatches)))
+            return jax.lax.scan(minibatch, state, (perm, jax.random.split(k_mb, c.num_minibatches)))
 
         state, infos = jax.lax.scan(epoch, state, jax.random.split(key, c.num_epochs))
         return state, jax.tree.map(jnp.mean, infos)
