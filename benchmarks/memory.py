@@ -24,6 +24,17 @@ from reppo.config import preset_config
 TARGET_RATIO = 5.0
 
 
+def env_step_budgets(task: str, reppo_iterations: int, sac_actor_steps: int) -> dict[str, int]:
+    """Env steps per method: REPPO ``reppo_iterations`` paper-small iterations; Brax SAC its replay prefill plus
+    ``sac_actor_steps`` actor steps (``min_budget`` already holds one)."""
+    sac = published_config("sac", task)
+    actor_step = sac["num_envs"] * sac["action_repeat"]
+    return {
+        "reppo": reppo_iterations * preset_config("paper-small").batch_size,
+        "sac": min_budget("sac", task, "paper-small", {}) + (sac_actor_steps - 1) * actor_step,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="CartpoleBalance")
@@ -34,11 +45,7 @@ def main(argv: list[str] | None = None) -> None:
 
     reppo = preset_config("paper-small")
     sac = published_config("sac", args.task)
-    actor_step = sac["num_envs"] * sac["action_repeat"]
-    budgets = {
-        "reppo": args.reppo_iterations * reppo.batch_size,
-        "sac": min_budget("sac", args.task, "paper-small", {}) + (args.sac_actor_steps - 1) * actor_step,
-    }
+    budgets = env_step_budgets(args.task, args.reppo_iterations, args.sac_actor_steps)
     settings = {
         "reppo": f"paper-small: {reppo.num_envs} envs x {reppo.num_steps} steps, width {reppo.critic_width}, "
         f"K={reppo.num_value_samples}",
