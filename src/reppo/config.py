@@ -148,8 +148,8 @@ _PAPER: dict[str, object] = dict(
     critic_lr=3e-4, dual_lr=3e-4, eval_every=1_000_000, total_steps=50_000_000, value_chunk_size=16_384,
 )  # fmt: skip
 # value_chunk_size: with K = 64 and width 512 a chunk of 65,536 rows holds 128 MiB per hidden activation, the largest
-# buffer of a paper-small iteration; 16,384 rows (256 states) cut the iteration's XLA temporaries from 410 to 244 MiB
-# (CPU memory analysis; docs/BENCHMARKS.md, "Peak memory").
+# buffer of a paper-small iteration. 16,384 rows (256 states), with the update's per-minibatch gather, cut the
+# iteration's XLA temporaries from 410 to 244 MiB (CPU memory analysis; docs/BENCHMARKS.md, "Peak memory").
 
 PRESETS: dict[str, dict[str, object]] = {
     # The Config defaults: sized for a 2-core CPU (CartpoleBalance reaches 800 in a few minutes).
