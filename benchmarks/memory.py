@@ -9,17 +9,32 @@ allocates its whole replay buffer (4,194,304 transitions) before the first step,
 rollout batch, the value targets) exist from its first iteration, so a few iterations reach each method's peak.
 Peak host RSS is the child's ``ru_maxrss`` (``os.wait4``); on a GPU the device peak is the allocator's
 ``peak_bytes_in_use``. Prints a table and the ratio against the issue's target (REPPO below 1/5 of SAC).
+
+    python benchmarks/memory.py --task CartpoleBalance --breakdown [--set value_chunk_size=4096 ...]
+
+instead prints where REPPO's memory goes, without running anything: XLA's memory analysis
+(``compiled.memory_analysis()``) of each program a ``paper-small`` run compiles, on this process's backend, and
+the bytes of the train state by part. A program's arguments and outputs are the buffers it reads and writes;
+its temporaries are what it allocates while it runs. The iteration donates the state, so its output reuses
+the argument's buffers (``aliased``) and its peak is about arguments + temporaries.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 
+import jax
+import numpy as np
+
+from reppo.algo.reppo import make_train
 from reppo.bench.harness import run_unit
 from reppo.bench.runners import RunSpec, min_budget, published_config
-from reppo.config import preset_config
+from reppo.config import Config, ConfigError, preset_config, resolve
+from reppo.envs import UnknownEnvError, make_env
+from reppo.evaluate import make_evaluate
 
 TARGET_RATIO = 5.0
 
@@ -35,13 +50,99 @@ def env_step_budgets(task: str, reppo_iterations: int, sac_actor_steps: int) -> 
     }
 
 
+def tree_bytes(tree) -> int:
+    """Bytes of every array (or ShapeDtypeStruct) leaf of ``tree``."""
+    return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+PROGRAMS = ("init", "rollout", "targets", "update", "iteration", "evaluate")
+
+
+def xla_breakdown(task: str, preset: str = "paper-small", programs=PROGRAMS, **overrides) -> tuple[dict, dict]:
+    """XLA's memory analysis of ``programs`` of a REPPO run on ``task`` (compiled for this process's backend;
+    nothing runs), and the train state's bytes by part. Returns ({program: {"arguments", "outputs", "aliased",
+    "temporaries"}}, {part: bytes}), in bytes. Outputs count a table of 8-byte pointers besides the arrays."""
+    config = resolve(preset_config(preset, env=task, **overrides))
+    init, iteration, algo = make_train(config, make_env(task, config.num_envs))
+    key = jax.random.PRNGKey(0)
+    state = jax.eval_shape(init, key)
+    _, traj = jax.eval_shape(algo.rollout, state, key)
+    data = jax.eval_shape(algo.compute_targets, state, traj, key)
+    lower = {
+        "init": lambda: jax.jit(init).lower(key),
+        "rollout": lambda: jax.jit(algo.rollout).lower(state, key),
+        "targets": lambda: jax.jit(algo.compute_targets).lower(state, traj, key),
+        "update": lambda: jax.jit(algo.update).lower(state, data, key),
+        "iteration": lambda: jax.jit(iteration, donate_argnums=0).lower(state),
+        "evaluate": lambda: jax.jit(
+            make_evaluate(algo.actor, make_env(task, config.eval_envs, randomize_steps=False))
+        ).lower(state.actor_params, state.obs_stats, key),
+    }
+    analysis = {}
+    for name in programs:
+        m = lower[name]().compile().memory_analysis()
+        analysis[name] = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
+                          "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}  # fmt: skip
+    parts = {
+        "actor parameters + Adam": tree_bytes((state.actor_params, state.actor_opt)),
+        "critic parameters + Adam": tree_bytes((state.critic_params, state.critic_opt)),
+        "env state": tree_bytes(state.env_state),
+        "duals, statistics, key, counter": tree_bytes(
+            (state.log_duals, state.dual_opt, state.obs_stats, state.critic_obs_stats, state.key, state.iteration)
+        ),
+        "rollout (T x N transitions)": tree_bytes(traj),
+        "batch (targets, pi_old, aux targets)": tree_bytes(data),
+        "  of which aux targets phi(x', a')": tree_bytes(data.next_embedding),
+    }
+    return analysis, parts
+
+
+def print_breakdown(task: str, overrides: dict) -> None:
+    analysis, parts = xla_breakdown(task, **overrides)
+    mib = lambda b: f"{b / 2**20:.1f}"
+    setting = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "as preset"
+    print(f"{task} / paper-small ({setting}), XLA memory analysis on {jax.devices()[0].device_kind} (MiB)")
+    print("| program | arguments | outputs | aliased | temporaries |\n|---|---|---|---|---|")
+    for name, m in analysis.items():
+        print(f"| {name} | {mib(m['arguments'])} | {mib(m['outputs'])} | {mib(m['aliased'])} | "
+              f"{mib(m['temporaries'])} |")  # fmt: skip
+    print("\n| part | MiB |\n|---|---|")
+    for name, b in parts.items():
+        print(f"| {name} | {mib(b)} |")
+
+
+def _override(text: str) -> tuple[str, int | float]:
+    key, _, value = text.partition("=")
+    if not value:
+        raise argparse.ArgumentTypeError(f"--set {text!r} must be KEY=NUMBER, e.g. value_chunk_size=4096")
+    try:
+        return key, int(value) if value.lstrip("-").isdigit() else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: {value!r} is not a number") from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="memory.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--task", default="CartpoleBalance")
     parser.add_argument("--reppo-iterations", type=int, default=2)
     parser.add_argument("--sac-actor-steps", type=int, default=10)
     parser.add_argument("--out", default=None, help="folder for the runs' files (default: a temporary folder)")
+    parser.add_argument("--breakdown", action="store_true", help="print XLA's memory analysis of REPPO instead")
+    parser.add_argument("--set", type=_override, action="append", default=[], metavar="KEY=NUMBER",
+                        help="with --breakdown: a Config field on top of paper-small (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.breakdown:
+        fields = {f.name for f in dataclasses.fields(Config)}
+        for key, _ in args.set:
+            if key not in fields:
+                parser.error(f"--set {key!r} is not a field of reppo.config.Config (see `reppo train --help`)")
+        try:
+            print_breakdown(args.task, dict(args.set))
+        except (ConfigError, UnknownEnvError) as e:
+            parser.error(str(e))
+        return
 
     reppo = preset_config("paper-small")
     sac = published_config("sac", args.task)

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import scipy.stats
@@ -62,8 +63,10 @@ def test_existing_output_is_refused_before_anything_runs(tmp_path):
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == [f"reppo: error: --out '{tmp_path}' already holds a benchmark; allowed: a new or empty folder, "
-                     "or --resume to continue it"]
+    assert lines == [
+        f"reppo: error: --out '{tmp_path}' already holds a benchmark; allowed: a new or empty folder, "
+        "or --resume to continue it"
+    ]
     assert time.perf_counter() - start < 60
 
 
@@ -409,18 +412,76 @@ def test_real_runs_of_all_three_methods_with_two_seeds(tmp_path):
     assert summary in proc.stdout and "## Targets" in summary and "IQM" in summary
 
 
-def test_memory_benchmark_budgets_match_its_documented_runs():
-    """``benchmarks/memory.py`` (not otherwise run by the suite; a changed ``min_budget`` signature once broke it):
-    REPPO runs whole paper-small iterations of 1024 x 32 env steps, Brax SAC its 8,192-step prefill of 128 envs
-    plus its actor steps (docs/BENCHMARKS.md: 65,536 and 9,472 env steps at the defaults)."""
+def _memory_benchmark():
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py"
     spec = importlib.util.spec_from_file_location("memory_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_memory_benchmark_budgets_match_its_documented_runs():
+    """``benchmarks/memory.py`` (not otherwise run by the suite; a changed ``min_budget`` signature once broke it):
+    REPPO runs whole paper-small iterations of 1024 x 32 env steps, Brax SAC its 8,192-step prefill of 128 envs
+    plus its actor steps (docs/BENCHMARKS.md: 65,536 and 9,472 env steps at the defaults)."""
+    module = _memory_benchmark()
     rng = np.random.default_rng()
     iterations, actor_steps = (int(x) for x in rng.integers(1, 50, size=2))
     budgets = module.env_step_budgets("CartpoleBalance", iterations, actor_steps)
     assert budgets == {"reppo": iterations * 1024 * 32, "sac": 8192 + actor_steps * 128}
     assert module.env_step_budgets("CartpoleBalance", 2, 10) == {"reppo": 65_536, "sac": 9_472}
+
+
+def test_memory_breakdown_accounts_for_the_state_and_the_batch():
+    """``memory.py --breakdown`` against byte counts made without XLA: ``init`` writes the state, whose bytes are
+    the numpy bytes of a real initial train state, and which the parts add up to; ``targets`` writes the batch,
+    whose bytes follow from its fields (float32 per row: obs and critic obs, action, pi_old's mean and std,
+    reward, termination, return, and the critic-width aux target). XLA's outputs also hold a table of one
+    8-byte pointer per array."""
+    from reppo.algo.reppo import make_train
+    from reppo.config import preset_config, resolve
+    from reppo.envs import make_env
+
+    module = _memory_benchmark()
+    rng = np.random.default_rng()
+    num_envs, num_steps = int(rng.choice([8, 16, 32])), int(rng.integers(2, 6))
+    width = int(rng.choice([32, 64, 96]))
+    overrides = dict(num_envs=num_envs, num_steps=num_steps, num_minibatches=2, critic_width=width)
+    analysis, parts = module.xla_breakdown("CartpoleBalance", "cpu", ("init", "targets"), **overrides)
+
+    config = resolve(preset_config("cpu", env="CartpoleBalance", **overrides))
+    env = make_env("CartpoleBalance", num_envs)
+    init, _, _ = make_train(config, env)
+    leaves = jax.tree.leaves(init(jax.random.PRNGKey(int(rng.integers(1e6)))))
+    state_bytes = sum(np.asarray(x).nbytes for x in leaves)
+    state_parts = ["actor parameters + Adam", "critic parameters + Adam", "env state"]
+    assert sum(parts[p] for p in state_parts + ["duals, statistics, key, counter"]) == state_bytes
+    assert analysis["init"]["outputs"] == state_bytes + 8 * len(leaves)
+    batch = num_envs * num_steps
+    row = env.obs_size + env.critic_obs_size + 3 * env.action_size + 3 + width
+    assert parts["batch (targets, pi_old, aux targets)"] == 4 * batch * row
+    assert analysis["targets"]["outputs"] == 4 * batch * row + 8 * 9  # the 9 fields of a Minibatch
+    assert parts["  of which aux targets phi(x', a')"] == 4 * batch * width
+    assert analysis["init"]["arguments"] == 8  # the PRNG key
+    assert analysis["targets"]["temporaries"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--set", "foo=1"], "--set 'foo' is not a field of reppo.config.Config"),
+        (["--set", "value_chunk_size"], "--set 'value_chunk_size' must be KEY=NUMBER"),
+        (["--set", "value_chunk_size=4k"], "--set 'value_chunk_size=4k': '4k' is not a number"),
+        (["--set", "value_chunk_size=0"], "value_chunk_size=0 must be a positive integer"),
+        (["--task", "CartpoleBalanc"], "unknown env 'CartpoleBalanc'"),
+    ],
+)
+def test_memory_breakdown_bad_input_is_one_line(args, needle, capsys):
+    """Bad ``--breakdown`` input exits 2 with one line naming the value, before anything compiles."""
+    with pytest.raises(SystemExit) as exc:
+        _memory_benchmark().main(["--breakdown", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert needle in err[-1] and err[-1].startswith("memory.py: error:")
