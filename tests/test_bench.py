@@ -435,11 +435,11 @@ def test_memory_benchmark_budgets_match_its_documented_runs():
 
 
 def test_memory_breakdown_accounts_for_the_state_and_the_batch():
-    """``memory.py --breakdown`` against byte counts made without XLA: ``init`` writes the state, whose bytes are
-    the numpy bytes of a real initial train state, and which the parts add up to; ``targets`` writes the batch,
-    whose bytes follow from its fields (float32 per row: obs and critic obs, action, pi_old's mean and std,
-    reward, termination, return, and the critic-width aux target). XLA's outputs also hold a table of one
-    8-byte pointer per array."""
+    """``memory.py --breakdown`` against byte counts made without XLA's analysis: ``init`` writes the state, whose
+    bytes are those of numpy arrays of the train state's shapes and dtypes, and which the parts add up to;
+    ``targets`` writes the batch, whose bytes follow from its fields (float32 per row: obs and critic obs, action,
+    pi_old's mean and std, reward, termination, return, and the critic-width aux target). XLA's outputs also hold
+    a table of one 8-byte pointer per array."""
     from reppo.algo.reppo import make_train
     from reppo.config import preset_config, resolve
     from reppo.envs import make_env
@@ -454,8 +454,8 @@ def test_memory_breakdown_accounts_for_the_state_and_the_batch():
     config = resolve(preset_config("cpu", env="CartpoleBalance", **overrides))
     env = make_env("CartpoleBalance", num_envs)
     init, _, _ = make_train(config, env)
-    leaves = jax.tree.leaves(init(jax.random.PRNGKey(int(rng.integers(1e6)))))
-    state_bytes = sum(np.asarray(x).nbytes for x in leaves)
+    leaves = jax.tree.leaves(jax.eval_shape(init, jax.random.PRNGKey(0)))
+    state_bytes = sum(np.zeros(x.shape, x.dtype).nbytes for x in leaves)
     state_parts = ["actor parameters + Adam", "critic parameters + Adam", "env state"]
     assert sum(parts[p] for p in state_parts + ["duals, statistics, key, counter"]) == state_bytes
     assert analysis["init"]["outputs"] == state_bytes + 8 * len(leaves)
