@@ -63,7 +63,7 @@ def xla_breakdown(task: str, preset: str = "paper-small", programs=PROGRAMS, **o
     nothing runs), and the train state's bytes by part. Returns ({program: {"arguments", "outputs", "aliased",
     "temporaries"}}, {part: bytes}), in bytes. Outputs count a table of 8-byte pointers besides the arrays."""
     config = resolve(preset_config(preset, env=task, **overrides))
-    init, iteration, algo = make_train(config, make_env(task, config.num_envs))
+    init, iteration, algo = make_train(config, make_env(task, config.num_envs, impl=config.impl))
     key = jax.random.PRNGKey(0)
     state = jax.eval_shape(init, key)
     _, traj = jax.eval_shape(algo.rollout, state, key)
@@ -75,7 +75,7 @@ def xla_breakdown(task: str, preset: str = "paper-small", programs=PROGRAMS, **o
         "update": lambda: jax.jit(algo.update).lower(state, data, key),
         "iteration": lambda: jax.jit(iteration, donate_argnums=0).lower(state),
         "evaluate": lambda: jax.jit(
-            make_evaluate(algo.actor, make_env(task, config.eval_envs, randomize_steps=False))
+            make_evaluate(algo.actor, make_env(task, config.eval_envs, impl=config.impl, randomize_steps=False))
         ).lower(state.actor_params, state.obs_stats, key),
     }
     analysis = {}
