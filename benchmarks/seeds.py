@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> None:
           f"{'per seed s':>10} {'S separate runs s':>17} {'speed-up':>8}")  # fmt: skip
     for r in rows:
         wall = r["compile_s"] + r["iterations"] * r["s_per_iteration"]
-        separate = r["num_seeds"] * (single["compile_s"] + single["iterations"] * single["s_per_iteration"]) if single else float("nan")  # noqa: E501
+        separate = (
+            r["num_seeds"] * (single["compile_s"] + single["iterations"] * single["s_per_iteration"])
+            if single
+            else float("nan")
+        )
         print(f"{r['num_seeds']:>5} {r['compile_s']:>9.1f} {r['s_per_iteration']:>8.3f} {r['sps']:>9,.0f} "
               f"{r['peak_rss_gb']:>7.2f} {wall:>10.0f} {wall / r['num_seeds']:>10.0f} {separate:>17.0f} "
               f"{separate / wall:>7.2f}x")  # fmt: skip

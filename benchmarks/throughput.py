@@ -34,9 +34,7 @@ def _timed(fn, *args):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="CartpoleBalance")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)

@@ -155,15 +155,17 @@ def main(argv: list[str] | None = None) -> dict:
         table.append((dtype, lhs, rhs, numbers, count, dot_flops(lhs, rhs, numbers), seconds))
     dots_flops = steps * sum(count * flops for *_, count, flops, _ in table)
     dots_s = steps * sum(count * seconds for *_, count, _, seconds in table)
-    result.update({
-        "dot_kinds": len(table),
-        "dots_per_step": sum(dots.values()),
-        "dot_gflop": dots_flops / 1e9,
-        "plain_dots_s": dots_s,
-        "update_dot_gflops": dots_flops / update_s / 1e9,
-        "plain_dots_gflops": dots_flops / dots_s / 1e9,
-        "ratio_same_shapes": dots_s / update_s,
-    })
+    result.update(
+        {
+            "dot_kinds": len(table),
+            "dots_per_step": sum(dots.values()),
+            "dot_gflop": dots_flops / 1e9,
+            "plain_dots_s": dots_s,
+            "update_dot_gflops": dots_flops / update_s / 1e9,
+            "plain_dots_gflops": dots_flops / dots_s / 1e9,
+            "ratio_same_shapes": dots_s / update_s,
+        }
+    )
     print(f"\n{config.env} / {config.preset} ({result['device']}, {result['cpus']} CPUs), median of {args.repeats}")
     print(f"| {'program':<34} | {'GFLOP':>8} | {'s':>8} | {'GFLOP/s':>8} |")
     print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
@@ -185,8 +187,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"{result['update_dot_gflops']:8.1f} |")  # fmt: skip
     print(f"| {'the same dots, plain':<34} | {result['dot_gflop']:8.2f} | {dots_s:8.4f} | "
           f"{result['plain_dots_gflops']:8.1f} |")  # fmt: skip
-    print(f"update phase reaches {100 * result['ratio_same_shapes']:.0f} % of the plain matmul throughput of its own "
-          "dot shapes")
+    print(
+        f"update phase reaches {100 * result['ratio_same_shapes']:.0f} % of the plain matmul throughput of its own "
+        "dot shapes"
+    )
     append_jsonl(args.json, result)
     return result
 

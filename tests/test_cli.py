@@ -16,15 +16,11 @@ from reppo.cli import _preprocess, main
 
 
 def _reppo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "reppo.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "reppo.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_scientific_notation_and_preset_detection():
-    preset, args = _preprocess(
-        ["--total-steps", "5e6", "--preset", "paper-small", "--seed=3", "--lam", "0.9"]
-    )
+    preset, args = _preprocess(["--total-steps", "5e6", "--preset", "paper-small", "--seed=3", "--lam", "0.9"])
     assert preset == "paper-small"
     assert args == ["--total-steps", "5000000", "--preset", "paper-small", "--seed=3", "--lam", "0.9"]
     preset, args = _preprocess(["--preset=paper-large", "--eval-every=2.5e5"])

@@ -28,9 +28,7 @@ def ref_hl_probs(g, v_min, v_max, num_bins):
     """float64 HL-Gauss encoding of a scalar g (sigma = 0.75 w), per bin, renormalised."""
     centres, width = ref_layout(v_min, v_max, num_bins)
     g = min(max(g, v_min), v_max)
-    mass = stats.norm.cdf(centres + width / 2, g, 0.75 * width) - stats.norm.cdf(
-        centres - width / 2, g, 0.75 * width
-    )
+    mass = stats.norm.cdf(centres + width / 2, g, 0.75 * width) - stats.norm.cdf(centres - width / 2, g, 0.75 * width)
     return mass / mass.sum()
 
 
@@ -60,9 +58,7 @@ def test_initial_critic_value_is_about_zero(layout, seed):
     assert np.max(np.abs(q)) < min(0.5, 3.0 * width)
     # The Q-head bias is the documented constant times the HL-Gauss encoding of 0.
     bias = np.asarray(params["params"]["q_out"]["bias"])
-    np.testing.assert_allclose(
-        bias, ZERO_VALUE_LOGIT_SCALE * ref_hl_probs(0.0, v_min, v_max, k), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(bias, ZERO_VALUE_LOGIT_SCALE * ref_hl_probs(0.0, v_min, v_max, k), rtol=1e-5, atol=1e-5)
     # The full forward pass gives the same logits and aux outputs of the right shapes.
     full_logits, (pred_r, pred_next) = apply(params, obs, act)
     np.testing.assert_allclose(np.asarray(full_logits), logits, rtol=1e-6, atol=1e-6)
@@ -83,9 +79,7 @@ def test_actor_outputs_and_std_bounds(seed, log_std_bias):
     obs = jnp.asarray(rng.normal(0.0, 3.0, (B, OBS)), jnp.float32)
     params = actor_init(jax.random.key(seed), obs[:1])
     # Random weights (not the small initialisation) so the outputs vary.
-    params = jax.tree.map(
-        lambda x: jnp.asarray(np.asarray(x) + 0.5 * rng.normal(size=x.shape), x.dtype), params
-    )
+    params = jax.tree.map(lambda x: jnp.asarray(np.asarray(x) + 0.5 * rng.normal(size=x.shape), x.dtype), params)
     heads = sorted(k for k in params["params"] if k.startswith("Dense"))
     assert len(heads) == 2
     if log_std_bias is not None:

@@ -116,8 +116,10 @@ def _two_processes(run_dir: Path, total_steps: int, resume: bool, cwd: Path) -> 
     port = _free_port()
     procs = []
     for rank in (0, 1):
-        args = ["--resume", str(run_dir), "--total-steps", str(total_steps)] if resume else _cli_flags(
-            run_dir, total_steps, "all"
+        args = (
+            ["--resume", str(run_dir), "--total-steps", str(total_steps)]
+            if resume
+            else _cli_flags(run_dir, total_steps, "all")
         )
         launch = ["--coordinator-address", f"localhost:{port}", "--num-processes", "2", "--process-id", str(rank)]
         folder = cwd / f"rank{rank}"
@@ -125,7 +127,11 @@ def _two_processes(run_dir: Path, total_steps: int, resume: bool, cwd: Path) -> 
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "reppo.cli", "train", *args, *launch],
-                env=_env(1), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=_env(1),
+                cwd=folder,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )  # fmt: skip
         )
     outs = [p.communicate(timeout=900) for p in procs]

@@ -43,9 +43,7 @@ class Actor(nn.Module):
         small = nn.initializers.variance_scaling(0.01, "fan_in", "truncated_normal")
         mean = nn.Dense(self.action_size, kernel_init=small)(h)
         init_log_std = jnp.log(max(self.init_std - self.min_std, 1e-6))
-        log_std = nn.Dense(
-            self.action_size, kernel_init=small, bias_init=nn.initializers.constant(init_log_std)
-        )(h)
+        log_std = nn.Dense(self.action_size, kernel_init=small, bias_init=nn.initializers.constant(init_log_std))(h)
         std = jnp.exp(jnp.minimum(log_std, self.log_std_max)) + self.min_std
         return mean, std
 

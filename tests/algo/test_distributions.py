@@ -79,12 +79,8 @@ def test_log_prob_change_of_variables_moderate_u(seed):
     u64 = u.astype(np.float64)
     ref_jac = ref_log_det_definition(u64).sum(-1)
     ref = stats.norm.logpdf(u64, mean.astype(np.float64), std.astype(np.float64)).sum(-1) - ref_jac
-    np.testing.assert_allclose(
-        np.asarray(tanh_log_det_jacobian(jnp.asarray(u))), ref_jac, rtol=1e-5, atol=1e-5
-    )
-    np.testing.assert_allclose(
-        np.asarray(log_prob_from_pre_tanh(*f32(u, mean, std))), ref, rtol=1e-5, atol=1e-4
-    )
+    np.testing.assert_allclose(np.asarray(tanh_log_det_jacobian(jnp.asarray(u))), ref_jac, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(log_prob_from_pre_tanh(*f32(u, mean, std))), ref, rtol=1e-5, atol=1e-4)
 
 
 def test_log_det_reference_forms_agree():

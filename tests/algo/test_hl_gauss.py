@@ -61,9 +61,7 @@ def test_reference_matches_quadrature():
     v_min, v_max, k = -1.0, 3.0, 11
     centres, width, sigma = ref_layout(v_min, v_max, k)
     g = 0.37
-    quad = np.array(
-        [integrate.quad(stats.norm(g, sigma).pdf, c - width / 2, c + width / 2)[0] for c in centres]
-    )
+    quad = np.array([integrate.quad(stats.norm(g, sigma).pdf, c - width / 2, c + width / 2)[0] for c in centres])
     np.testing.assert_allclose(ref_probs(g, v_min, v_max, k), quad / quad.sum(), atol=1e-10)
 
 
@@ -124,12 +122,8 @@ def test_targets_outside_range_are_clipped(layout, seed):
     np.testing.assert_allclose(got_below, np.broadcast_to(ref_min, got_below.shape), atol=2e-6, rtol=1e-4)
     np.testing.assert_allclose(got_above, np.broadcast_to(ref_max, got_above.shape), atol=2e-6, rtol=1e-4)
     # Identical to encoding the boundary itself.
-    np.testing.assert_array_equal(
-        got_below, np.broadcast_to(np.asarray(to_probs(hl, jnp.float32(v_min))), (8, k))
-    )
-    np.testing.assert_array_equal(
-        got_above, np.broadcast_to(np.asarray(to_probs(hl, jnp.float32(v_max))), (8, k))
-    )
+    np.testing.assert_array_equal(got_below, np.broadcast_to(np.asarray(to_probs(hl, jnp.float32(v_min))), (8, k)))
+    np.testing.assert_array_equal(got_above, np.broadcast_to(np.asarray(to_probs(hl, jnp.float32(v_max))), (8, k)))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -34,9 +34,7 @@ def ref_hl_probs(g, v_min=V_MIN, v_max=V_MAX, num_bins=BINS):
     width = (v_max - v_min) / (num_bins - 1)
     centres = v_min + width * np.arange(num_bins)
     g = np.clip(np.asarray(g, np.float64), v_min, v_max)[:, None]
-    mass = stats.norm.cdf(centres + width / 2, g, 0.75 * width) - stats.norm.cdf(
-        centres - width / 2, g, 0.75 * width
-    )
+    mass = stats.norm.cdf(centres + width / 2, g, 0.75 * width) - stats.norm.cdf(centres - width / 2, g, 0.75 * width)
     return mass / mass.sum(-1, keepdims=True), centres
 
 
@@ -50,9 +48,7 @@ def ref_tanh_gauss_log_prob(u, mean, std):
 def perturb(params, seed, scale):
     """Random parameters around the initialisation, so the outputs are not at their special initial values."""
     rng = np.random.default_rng(seed)
-    return jax.tree.map(
-        lambda x: jnp.asarray(np.asarray(x) + scale * rng.normal(size=x.shape), x.dtype), params
-    )
+    return jax.tree.map(lambda x: jnp.asarray(np.asarray(x) + scale * rng.normal(size=x.shape), x.dtype), params)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -104,9 +100,7 @@ def ref_critic_loss(params, mb, aux_coef):
     logits, pred_r, pred_next, next_emb = (np.asarray(x, np.float64) for x in critic_outputs(params, mb))
     target, centres = ref_hl_probs(np.asarray(mb.returns))
     ce = -np.sum(target * special.log_softmax(logits, axis=-1), axis=-1)
-    sq = np.concatenate(
-        [(pred_r - np.asarray(mb.rewards))[:, None] ** 2, (pred_next - next_emb) ** 2], axis=-1
-    )
+    sq = np.concatenate([(pred_r - np.asarray(mb.rewards))[:, None] ** 2, (pred_next - next_emb) ** 2], axis=-1)
     aux = (1.0 - np.asarray(mb.terminated)) * sq.mean(-1)
     q = special.softmax(logits, axis=-1) @ centres
     info = {
@@ -287,9 +281,7 @@ def ref_actor(key, mean, std, old_mean, old_std, qp, critic_obs, alpha, beta, kl
     log_prob = ref_tanh_gauss_log_prob(u, mean, std)
     q = quadratic_q_np(qp, critic_obs, np.tanh(u))
     b = old_mean + old_std * noise
-    kl = np.mean(
-        stats.norm.logpdf(b, old_mean, old_std).sum(-1) - stats.norm.logpdf(b, mean, std).sum(-1), axis=0
-    )
+    kl = np.mean(stats.norm.logpdf(b, old_mean, old_std).sum(-1) - stats.norm.logpdf(b, mean, std).sum(-1), axis=0)
     inside = kl < kl_bound
     per_state = np.where(inside, alpha * log_prob - q, beta * kl)
     return per_state.mean(), log_prob, kl, inside, eps, noise
@@ -333,13 +325,9 @@ def test_actor_loss_gradient_matches_reference(seed):
     _, grads = actor_loss_and_grad(
         params, old_mean, old_std, qp, obs, critic_obs, key, jnp.float32(alpha), jnp.float32(beta), kl_bound
     )
-    _, _, _, inside, eps, noise = ref_actor(
-        key, mean, std, old_mean, old_std, qp, critic_obs, alpha, beta, kl_bound
-    )
+    _, _, _, inside, eps, noise = ref_actor(key, mean, std, old_mean, old_std, qp, critic_obs, alpha, beta, kl_bound)
     eps, noise = jnp.asarray(eps, jnp.float32), jnp.asarray(noise, jnp.float32)
-    ref_grads = ref_actor_grad(
-        params, obs, critic_obs, qp, eps, noise, old_mean, old_std, inside, alpha, beta
-    )
+    ref_grads = ref_actor_grad(params, obs, critic_obs, qp, eps, noise, old_mean, old_std, inside, alpha, beta)
     jax.tree.map(lambda a, r: np.testing.assert_allclose(a, r, rtol=2e-4, atol=2e-5), grads, ref_grads)
 
 

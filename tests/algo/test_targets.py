@@ -173,9 +173,7 @@ def test_no_value_crosses_an_episode_boundary(seed, lam, kind):
     r2, d2, tr2, v2, lp2 = (x.copy() for x in (r, d, tr, v_next, logp_next))
     r2[k + 1 :] += rng.normal(0.0, 10.0, r2[k + 1 :].shape).astype(np.float32)
     v2[k + 1 :] += rng.normal(0.0, 10.0, v2[k + 1 :].shape).astype(np.float32)
-    lp2[k:] += rng.normal(0.0, 10.0, lp2[k:].shape).astype(
-        np.float32
-    )  # log pi(a_{k+1}) belongs to the next episode
+    lp2[k:] += rng.normal(0.0, 10.0, lp2[k:].shape).astype(np.float32)  # log pi(a_{k+1}) belongs to the next episode
     d2[k + 1 :] = (rng.random(d2[k + 1 :].shape) < 0.3).astype(np.float32)
     tr2[k + 1 :] = (rng.random(tr2[k + 1 :].shape) < 0.3).astype(np.float32)
     if kind == "terminated":
@@ -196,9 +194,7 @@ def test_truncation_bootstraps_from_true_next_value(lam):
     gamma = 0.97
     got = run(r, d, tr, v_next, logp_next, 0.3, gamma, lam)
     np.testing.assert_allclose(got[k], r[k] + gamma * v_next[k].astype(np.float64), rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(
-        got[T - 1], r[T - 1] + gamma * (1 - d[T - 1]) * v_next[T - 1], rtol=1e-6, atol=1e-5
-    )
+    np.testing.assert_allclose(got[T - 1], r[T - 1] + gamma * (1 - d[T - 1]) * v_next[T - 1], rtol=1e-6, atol=1e-5)
 
 
 @FEW

@@ -51,9 +51,7 @@ def critic_loss(
 
     next_emb = jax.lax.stop_gradient(mb.next_embedding)
     pred_reward, pred_next_emb = critic_apply(critic_params, emb, method="predict_aux")
-    squared = jnp.concatenate(
-        [(pred_reward - mb.rewards)[:, None] ** 2, (pred_next_emb - next_emb) ** 2], axis=-1
-    )
+    squared = jnp.concatenate([(pred_reward - mb.rewards)[:, None] ** 2, (pred_next_emb - next_emb) ** 2], axis=-1)
     aux = (1.0 - mb.terminated) * jnp.mean(squared, axis=-1)
 
     loss = jnp.mean(ce + aux_coef * aux)

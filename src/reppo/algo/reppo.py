@@ -155,9 +155,7 @@ class REPPO(struct.PyTreeNode):
         """Everything but the env state (``env_state=None``), given the envs' first observations."""
         c, env = self.config, self.env
         actor_params = self.actor.init(k_actor, jnp.zeros((1, env.obs_size)))
-        critic_params = self.critic.init(
-            k_critic, jnp.zeros((1, env.critic_obs_size)), jnp.zeros((1, env.action_size))
-        )
+        critic_params = self.critic.init(k_critic, jnp.zeros((1, env.critic_obs_size)), jnp.zeros((1, env.action_size)))
         log_duals = jnp.log(jnp.array([c.init_alpha, c.init_beta], jnp.float32))
         return TrainState(
             actor_params=actor_params,
@@ -299,9 +297,7 @@ class REPPO(struct.PyTreeNode):
         norm_obs = state.obs_stats.normalize
         norm_critic = state.critic_obs_stats.normalize
         next_critic_obs = flat(norm_critic(traj.next_critic_obs))
-        next_values, next_embedding = self.soft_values(
-            state, flat(norm_obs(traj.next_obs)), next_critic_obs, key
-        )
+        next_values, next_embedding = self.soft_values(state, flat(norm_obs(traj.next_obs)), next_critic_obs, key)
         alpha = jnp.exp(state.log_duals[0])
         # log pi(a_{t+1} | x_{t+1}): pi_theta = pi_old here, so the rollout's own log-probs are exact.
         next_log_probs = jnp.concatenate([traj.log_probs[1:], traj.log_probs[-1:]], axis=0)
@@ -459,9 +455,7 @@ class REPPO(struct.PyTreeNode):
         step_keys = jax.vmap(lambda k: jax.random.split(k, c.num_steps))(rollout_keys[:, 1])  # (S, T, 2)
 
         def act(obs, keys):
-            action, log_prob = jax.vmap(self.act)(
-                state.actor_params, state.obs_stats, obs.reshape(s, n, -1), keys
-            )
+            action, log_prob = jax.vmap(self.act)(state.actor_params, state.obs_stats, obs.reshape(s, n, -1), keys)
             return action.reshape(s * n, -1), log_prob.reshape(s * n)
 
         env_state, traj = self.collect(state.env_state, rollout_keys[0, 0], act, jnp.swapaxes(step_keys, 0, 1))
@@ -491,9 +485,7 @@ def make_train(config: Config, env: VecEnv, mesh: Mesh | None = None) -> tuple[C
     the batch is split by rows over its devices; the caller places the state with ``parallel.state_shardings``.
     """
     if config.gamma is None or config.v_min is None or config.v_max is None:
-        raise ValueError(
-            "make_train needs a resolved Config (gamma, v_min, v_max set); call reppo.config.resolve"
-        )
+        raise ValueError("make_train needs a resolved Config (gamma, v_min, v_max set); call reppo.config.resolve")
     if env.num_envs != config.num_envs * config.num_seeds:
         raise ValueError(
             f"env has {env.num_envs} envs; expected num_envs * num_seeds = {config.num_envs * config.num_seeds}"
