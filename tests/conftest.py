@@ -1,5 +1,5 @@
-"""Session-wide test set-up: one persistent XLA compilation cache for this test session (and its subprocesses),
-so the many small runs of the lifecycle tests compile each program once."""
+"""Session-wide test set-up: one persistent XLA compilation cache for this test session (its xdist workers and
+their subprocesses), so the many small runs of the lifecycle tests compile each program once."""
 
 from __future__ import annotations
 
@@ -12,6 +12,26 @@ import pytest
 def compilation_cache(tmp_path_factory):
     from reppo.training import enable_compilation_cache
 
-    path = tmp_path_factory.mktemp("xla-cache")
+    base = tmp_path_factory.getbasetemp()
+    # Under pytest-xdist each worker has its own basetemp (<root>/popen-gwN); the workers share <root>/xla-cache.
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla-cache"
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(path)
     return enable_compilation_cache(path)
+
+
+# The files that take longest (mostly XLA compilation) run first, so that the two xdist workers, one file each at
+# a time, finish together instead of one waiting on a long file started last. Seconds per file with two workers
+# on a 2-core CPU: test_training 436, algo/test_reppo 152, test_cli 131, test_health 119, test_files 72,
+# test_config 64, envs/test_playground 59; all 1,238.
+LONGEST_FIRST = (
+    "test_training.py", "algo/test_reppo.py", "test_cli.py", "test_health.py", "test_files.py", "test_config.py",
+    "envs/test_playground.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within and among the other files is kept
