@@ -174,7 +174,7 @@ def test_drawn_configs_train_one_iteration_or_fail_cleanly(values):
     env = make_env(config.env, config.num_envs * config.num_seeds)
     init, iteration, _ = make_train(config, env)
     keys = jax.numpy.stack([jax.random.PRNGKey(s) for s in range(config.num_seeds)])
-    state = init(keys[0] if config.num_seeds == 1 else keys)
+    state = jax.jit(init)(keys[0] if config.num_seeds == 1 else keys)  # as training runs it
     state, metrics = jax.jit(iteration)(state)
     assert int(np.asarray(state.iteration).reshape(-1)[0]) == 1
     for value in jax.tree.leaves(state.actor_params):
