@@ -132,7 +132,7 @@ def _two_processes(run_dir: Path, total_steps: int, resume: bool, cwd: Path) -> 
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-            )  # fmt: skip
+            )
         )
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
