@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from closeness import assert_same_run
 from flax import struct
 
 from reppo import Config, load, train
@@ -176,14 +177,17 @@ def test_guard_does_not_change_a_healthy_run(num_seeds):
     runs = {}
     for max_bad in (0, 3):
         _, init, iteration = _toy(max_bad, num_seeds)
-        states, metrics = _run(iteration, _init(init, num_seeds), 3)
+        start = _init(init, num_seeds)
+        states, metrics = _run(iteration, start, 3)
         runs[max_bad] = states[-1]
         if max_bad:
             assert all(np.all(m["health/rolled_back"] == 0) and np.all(m["health/bad_envs"] == 0) for m in metrics)
             assert set(HEALTH_METRICS) <= set(metrics[0])
         else:
             assert not any(k.startswith("health/") for k in metrics[0])
-    assert _equal(runs[0], runs[3])  # every leaf, env state included: bitwise the same run
+    # Every leaf, env state included: the same run. The guard is compiled in or out, two programs, so the check is
+    # up to float summation order (bitwise on the machines measured; tests/closeness.py says why not required).
+    assert_same_run(runs[3], runs[0], start)
 
 
 def test_transient_nan_observation_is_rolled_back_and_envs_reset():

@@ -221,9 +221,13 @@ def test_many_seeds_in_one_program(tmp_path):
     keys = jax.numpy.stack([jax.random.split(jax.random.PRNGKey(s))[0] for s in (5, 6, 7)])
     batched = jax.jit(algo3.init_seeds)(keys)
     one = jax.jit(algo.init)(keys[1])
-    np.testing.assert_array_equal(
+    # The same key through a vmapped and a plain program: elementwise arithmetic on the same random bits, equal
+    # up to a rounding or two where the compiler contracts a multiply-add (a few float32 ulps).
+    np.testing.assert_allclose(
         np.asarray(batched.actor_params["params"]["Dense_0"]["kernel"][1]),
         np.asarray(one.actor_params["params"]["Dense_0"]["kernel"]),
+        rtol=4 * np.finfo(np.float32).eps,
+        atol=1e-9,
     )
 
     # a policy per seed
