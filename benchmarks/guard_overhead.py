@@ -27,10 +27,12 @@ import time
 import jax
 from _jsonl import append_jsonl  # sibling module of these scripts
 
-from reppo.algo.reppo import make_train
+from reppo.algo import guard
+from reppo.algo.learner import may_overflow
 from reppo.bench.report import mean_ci
 from reppo.config import preset_config, resolve
 from reppo.envs import make_env
+from reppo.rollout import bad_envs_key, iteration_keys, make_rollout
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -51,10 +53,10 @@ def main(argv: list[str] | None = None) -> dict:
     env = make_env(base.env, base.num_envs, impl=base.impl)
     programs, states, compile_s = {}, {}, {}
     for name, max_bad in (("off", 0), ("on", args.max_bad_iterations)):
-        init, iteration, algo = make_train(dataclasses.replace(base, max_bad_iterations=max_bad), env)
-        state = jax.jit(init)(jax.random.PRNGKey(0))
+        rollout = make_rollout(dataclasses.replace(base, max_bad_iterations=max_bad), env)
+        state = rollout.start(jax.random.PRNGKey(0)[None])
         t = time.perf_counter()
-        programs[name] = jax.jit(iteration, donate_argnums=0).lower(state).compile()
+        programs[name] = jax.jit(rollout.iteration, donate_argnums=0).lower(state).compile()
         compile_s[name] = time.perf_counter() - t
         for _ in range(args.warmup):
             state, metrics = programs[name](state)
@@ -69,19 +71,22 @@ def main(argv: list[str] | None = None) -> dict:
             jax.block_until_ready((states[name], metrics))
             times[name].append((time.perf_counter() - t) / args.block)
 
-    # The guard's own work, alone, on the real shapes (algo is the guarded one).
+    # The guard's own work, alone, on the real shapes of seed 0 (rollout is the guarded one).
+    one_seed = lambda tree: jax.tree.map(lambda x: x[0], tree)
     old = states["on"]
-    _, k_rollout, _, _ = jax.random.split(old.key, 4)
-    env_state, traj = jax.jit(algo.rollout)(old, k_rollout)
-    new, metrics = programs["off"](jax.tree.map(lambda x: x.copy(), states["off"]))
-    update_metrics = {k: v for k, v in metrics.items() if k not in ("alpha", "beta", "target_mean",
-                      "clipped_target_frac", "rollout_reward", "episodes_ended")}  # fmt: skip
+    keys = iteration_keys(old.key)
+    env_state, batch = jax.jit(rollout.rollout)(old.learner, old.env_state, keys.rollout)
+    learner = rollout.seeded.learner
+    new, metrics = jax.jit(learner.learn)(one_seed(old.learner), batch, keys.learn[0])
+    check = lambda old, new, batch, metrics: guard.check(old, new, batch, metrics, may_overflow)
+
+    def env_mask_and_reset(batch, env_state, key):
+        bad = guard.bad_envs(batch, env_state.obs, env_state.critic_obs)
+        return env.reset_where(env_state, bad, key), bad
 
     @jax.jit
-    def guard_alone(old, new, traj, update_metrics, env_state, key):
-        state, health = algo.guard(old, new, traj, update_metrics)
-        env_state, bad = algo.reset_bad_envs(env_state, traj, key)
-        return state, health, env_state, bad
+    def guard_alone(old, new, batch, metrics, env_state, key):
+        return check(old, new, batch, metrics), env_mask_and_reset(batch, env_state, key)
 
     def median_call_s(fn, *args) -> float:
         jax.block_until_ready(fn(*args))
@@ -92,11 +97,13 @@ def main(argv: list[str] | None = None) -> dict:
             calls.append(time.perf_counter() - t)
         return statistics.median(calls)
 
+    reset_key = bad_envs_key(keys.rollout)
+    old_learner = one_seed(old.learner)
     parts = {
-        "checks_and_select": median_call_s(jax.jit(algo.guard), old, new, traj, update_metrics),
-        "env_mask_and_reset": median_call_s(jax.jit(algo.reset_bad_envs), env_state, traj, k_rollout),
+        "checks_and_select": median_call_s(jax.jit(check), old_learner, new, batch, metrics),
+        "env_mask_and_reset": median_call_s(jax.jit(env_mask_and_reset), batch, env_state, reset_key),
     }
-    guard_s = median_call_s(guard_alone, old, new, traj, update_metrics, env_state, k_rollout)
+    guard_s = median_call_s(guard_alone, old_learner, new, batch, metrics, env_state, reset_key)
 
     # Host loop: back-to-back dispatch vs reading the flags of iteration i right after iteration i (a wait per
     # iteration) vs reading them after iteration i + 1 has been dispatched (as reppo train does).

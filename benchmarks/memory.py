@@ -29,12 +29,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from reppo.algo.reppo import make_train
 from reppo.bench.harness import run_unit
 from reppo.bench.runners import RunSpec, min_budget, published_config
 from reppo.config import Config, ConfigError, preset_config, resolve
 from reppo.envs import UnknownEnvError, make_env
 from reppo.evaluate import make_evaluate
+from reppo.rollout import make_rollout
 
 TARGET_RATIO = 5.0
 
@@ -63,32 +63,36 @@ def xla_breakdown(task: str, preset: str = "paper-small", programs=PROGRAMS, **o
     nothing runs), and the train state's bytes by part. Returns ({program: {"arguments", "outputs", "aliased",
     "temporaries"}}, {part: bytes}), in bytes. Outputs count a table of 8-byte pointers besides the arrays."""
     config = resolve(preset_config(preset, env=task, **overrides))
-    init, iteration, algo = make_train(config, make_env(task, config.num_envs, impl=config.impl))
-    key = jax.random.PRNGKey(0)
-    state = jax.eval_shape(init, key)
-    _, traj = jax.eval_shape(algo.rollout, state, key)
-    data = jax.eval_shape(algo.compute_targets, state, traj, key)
+    rollout = make_rollout(config, make_env(task, config.num_envs, impl=config.impl))
+    algo = rollout.seeded.learner  # targets and update of one seed
+    keys = jax.random.PRNGKey(0)[None]
+    state = rollout.abstract_state(keys)
+    learner = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state.learner)
+    _, traj = jax.eval_shape(rollout.rollout, state.learner, state.env_state, keys)
+    data = jax.eval_shape(algo.targets, learner, traj, keys[0])
+    eval_env = make_env(task, config.eval_envs, impl=config.impl, randomize_steps=False)
     lower = {
-        "init": lambda: jax.jit(init).lower(key),
-        "rollout": lambda: jax.jit(algo.rollout).lower(state, key),
-        "targets": lambda: jax.jit(algo.compute_targets).lower(state, traj, key),
-        "update": lambda: jax.jit(algo.update).lower(state, data, key),
-        "iteration": lambda: jax.jit(iteration, donate_argnums=0).lower(state),
-        "evaluate": lambda: jax.jit(
-            make_evaluate(algo.actor, make_env(task, config.eval_envs, impl=config.impl, randomize_steps=False))
-        ).lower(state.actor_params, state.obs_stats, key),
+        "init": lambda: jax.jit(rollout.init).lower(keys),
+        "rollout": lambda: jax.jit(rollout.rollout).lower(state.learner, state.env_state, keys),
+        "targets": lambda: jax.jit(algo.targets).lower(learner, traj, keys[0]),
+        "update": lambda: jax.jit(algo.update).lower(learner, data, keys[0]),
+        "iteration": lambda: jax.jit(rollout.iteration, donate_argnums=0).lower(state),
+        "evaluate": lambda: jax.jit(make_evaluate(algo.actor, eval_env, 1)).lower(
+            state.learner.actor_params, state.learner.obs_stats, keys[0]
+        ),
     }
     analysis = {}
     for name in programs:
         m = lower[name]().compile().memory_analysis()
         analysis[name] = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
                           "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}  # fmt: skip
+    s = state.learner
     parts = {
-        "actor parameters + Adam": tree_bytes((state.actor_params, state.actor_opt)),
-        "critic parameters + Adam": tree_bytes((state.critic_params, state.critic_opt)),
+        "actor parameters + Adam": tree_bytes((s.actor_params, s.actor_opt)),
+        "critic parameters + Adam": tree_bytes((s.critic_params, s.critic_opt)),
         "env state": tree_bytes(state.env_state),
         "duals, statistics, key, counter": tree_bytes(
-            (state.log_duals, state.dual_opt, state.obs_stats, state.critic_obs_stats, state.key, state.iteration)
+            (s.log_duals, s.dual_opt, s.obs_stats, s.critic_obs_stats, state.key, state.iteration)
         ),
         "rollout (T x N transitions)": tree_bytes(traj),
         "batch (targets, pi_old, aux targets)": tree_bytes(data),

@@ -29,19 +29,20 @@ def measure(env_id: str, preset: str, devices: int, warmup: int, repeats: int) -
     import jax
 
     from reppo import parallel
-    from reppo.algo.reppo import make_train
     from reppo.config import preset_config, resolve
     from reppo.envs import make_env
+    from reppo.rollout import make_rollout
 
     config = resolve(preset_config(preset, env=env_id, devices=devices))
     env = make_env(config.env, config.num_envs, impl=config.impl)
-    key = jax.random.PRNGKey(0)
+    keys = jax.random.PRNGKey(0)[None]
     programs = {}
     variants = ("plain", "sharded") if devices == 1 else ("sharded",)
     for variant in variants:
         mesh = parallel.make_mesh(devices) if variant == "sharded" else None
-        init, iteration, _ = make_train(config, env, mesh)
-        state = parallel.to_host(jax.jit(init)(key))
+        rollout = make_rollout(config, env, mesh)
+        iteration = rollout.iteration
+        state = parallel.to_host(rollout.start(keys))
         t = time.perf_counter()
         if mesh is None:
             state = jax.device_put(state)

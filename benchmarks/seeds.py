@@ -26,17 +26,17 @@ def measure(env_id: str, preset: str, num_seeds: int, warmup: int, repeats: int)
     import jax
     import jax.numpy as jnp
 
-    from reppo.algo.reppo import make_train
     from reppo.config import preset_config, resolve
     from reppo.envs import make_env
+    from reppo.rollout import make_rollout
 
     config = resolve(preset_config(preset, env=env_id, num_seeds=num_seeds))
     env = make_env(config.env, config.num_envs * num_seeds, impl=config.impl)
-    init, iteration, _ = make_train(config, env)
+    rollout = make_rollout(config, env)
     keys = jnp.stack([jax.random.split(jax.random.PRNGKey(s))[0] for s in range(num_seeds)])
     t = time.perf_counter()
-    state = jax.jit(init)(keys[0] if num_seeds == 1 else keys)
-    iterate = jax.jit(iteration, donate_argnums=0).lower(state).compile()
+    state = jax.jit(rollout.init)(keys)
+    iterate = jax.jit(rollout.iteration, donate_argnums=0).lower(state).compile()
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t
     times = []

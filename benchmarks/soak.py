@@ -39,14 +39,14 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def _final_state(run_dir: Path):
-    from reppo.algo.reppo import make_train
     from reppo.checkpoint import Checkpointer
     from reppo.config import load_config, resolve
     from reppo.envs import make_env
+    from reppo.rollout import make_rollout
 
     config = resolve(load_config(run_dir))
-    _, _, algo = make_train(config, make_env(config.env, config.num_envs, impl=config.impl))
-    abstract = jax.eval_shape(algo.init, jax.random.PRNGKey(0))
+    rollout = make_rollout(config, make_env(config.env, config.num_envs, impl=config.impl))
+    abstract = rollout.abstract_state(jax.random.PRNGKey(0)[None])
     state, meta = Checkpointer(run_dir, create=False).restore(abstract)
     return state, meta
 

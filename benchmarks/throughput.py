@@ -21,9 +21,9 @@ import time
 import jax
 from _jsonl import append_jsonl  # sibling module of these scripts
 
-from reppo.algo.reppo import make_train
 from reppo.config import preset_config, resolve
 from reppo.envs import make_env
+from reppo.rollout import make_rollout
 
 
 def _timed(fn, *args):
@@ -59,14 +59,15 @@ def main(argv: list[str] | None = None) -> dict:
     }
     config = resolve(dataclasses.replace(preset_config(args.preset), env=args.env, **overrides))
     env = make_env(config.env, config.num_envs, impl=config.impl)
-    init, iteration, algo = make_train(config, env)
+    rollout = make_rollout(config, env)
+    learner = rollout.seeded.learner
 
-    rollout = jax.jit(algo.rollout)
-    targets = jax.jit(algo.compute_targets)
-    update = jax.jit(algo.update)
-    full = jax.jit(iteration)
+    collect = jax.jit(rollout.rollout)
+    targets = jax.jit(learner.targets)
+    update = jax.jit(learner.update)
+    full = jax.jit(rollout.iteration)
 
-    state = jax.jit(init)(jax.random.PRNGKey(0))
+    state = rollout.start(jax.random.PRNGKey(0)[None])
     t0 = time.perf_counter()
     state, metrics = full(state)
     jax.block_until_ready(metrics)
@@ -79,16 +80,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     splits = {"rollout": [], "targets": [], "update": [], "iteration": []}
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
-    _timed(rollout, state, keys[0])  # compile the split phases outside the timings
-    _, (_, traj) = _timed(rollout, state, keys[0])
-    _, data = _timed(targets, state, traj, keys[1])
-    _timed(update, state, data, keys[2])
+    one_seed = lambda: jax.tree.map(lambda x: x[0], state.learner)  # the learner's phases run per seed
+    _timed(collect, state.learner, state.env_state, keys[:1])  # compile the split phases outside the timings
+    _, (_, batch) = _timed(collect, state.learner, state.env_state, keys[:1])
+    _, data = _timed(targets, one_seed(), batch, keys[1])
+    _timed(update, one_seed(), data, keys[2])
     for _ in range(args.repeats):
-        dt, (_, traj) = _timed(rollout, state, keys[0])
+        dt, (_, batch) = _timed(collect, state.learner, state.env_state, keys[:1])
         splits["rollout"].append(dt)
-        dt, data = _timed(targets, state, traj, keys[1])
+        dt, data = _timed(targets, one_seed(), batch, keys[1])
         splits["targets"].append(dt)
-        dt, _ = _timed(update, state, data, keys[2])
+        dt, _ = _timed(update, one_seed(), data, keys[2])
         splits["update"].append(dt)
         dt, (state, _) = _timed(full, state)
         splits["iteration"].append(dt)

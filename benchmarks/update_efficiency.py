@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 from _jsonl import append_jsonl  # sibling module of these scripts
 
-from reppo.algo.reppo import make_train
 from reppo.config import preset_config, resolve
 from reppo.envs import make_env
+from reppo.rollout import make_rollout
 
 
 def _median_s(fn, args, repeats: int) -> float:
@@ -106,11 +106,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     config = resolve(dataclasses.replace(preset_config(args.preset), env=args.env))
     env = make_env(config.env, config.num_envs, impl=config.impl)
-    _, _, algo = make_train(config, env)
-    state = jax.jit(algo.init)(jax.random.PRNGKey(0))
+    rollout = make_rollout(config, env)
+    algo = rollout.seeded.learner  # the update phase of one seed
+    start = rollout.start(jax.random.PRNGKey(0)[None])
     k_rollout, k_targets, k_update = jax.random.split(jax.random.PRNGKey(1), 3)
-    _, traj = jax.jit(algo.rollout)(state, k_rollout)
-    data = jax.jit(algo.compute_targets)(state, traj, k_targets)
+    _, batch = jax.jit(rollout.rollout)(start.learner, start.env_state, k_rollout[None])
+    state = jax.tree.map(lambda x: x[0], start.learner)
+    data = jax.jit(algo.targets)(state, batch, k_targets)
 
     update = jax.jit(algo.update).lower(state, data, k_update).compile()
     # XLA's cost analysis counts a loop body once, so the FLOPs are those of one minibatch step times E * M.

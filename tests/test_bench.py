@@ -440,9 +440,9 @@ def test_memory_breakdown_accounts_for_the_state_and_the_batch():
     ``targets`` writes the batch, whose bytes follow from its fields (float32 per row: obs and critic obs, action,
     pi_old's mean and std, reward, termination, return, and the critic-width aux target). XLA's outputs also hold
     a table of one 8-byte pointer per array."""
-    from reppo.algo.reppo import make_train
     from reppo.config import preset_config, resolve
     from reppo.envs import make_env
+    from reppo.rollout import make_rollout
 
     module = _memory_benchmark()
     rng = np.random.default_rng()
@@ -453,8 +453,7 @@ def test_memory_breakdown_accounts_for_the_state_and_the_batch():
 
     config = resolve(preset_config("cpu", env="CartpoleBalance", **overrides))
     env = make_env("CartpoleBalance", num_envs)
-    init, _, _ = make_train(config, env)
-    leaves = jax.tree.leaves(jax.eval_shape(init, jax.random.PRNGKey(0)))
+    leaves = jax.tree.leaves(make_rollout(config, env).abstract_state(jax.random.PRNGKey(0)[None]))
     state_bytes = sum(np.zeros(x.shape, x.dtype).nbytes for x in leaves)
     state_parts = ["actor parameters + Adam", "critic parameters + Adam", "env state"]
     assert sum(parts[p] for p in state_parts + ["duals, statistics, key, counter"]) == state_bytes

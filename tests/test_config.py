@@ -162,8 +162,8 @@ def test_drawn_configs_train_one_iteration_or_fail_cleanly(values):
     import jax
     import numpy as np
 
-    from reppo.algo.reppo import make_train
     from reppo.envs import make_env
+    from reppo.rollout import make_rollout
 
     config = Config(env="ToyAsymmetric", **values)
     try:
@@ -172,10 +172,10 @@ def test_drawn_configs_train_one_iteration_or_fail_cleanly(values):
         assert "\n" not in str(exc)
         return
     env = make_env(config.env, config.num_envs * config.num_seeds)
-    init, iteration, _ = make_train(config, env)
+    rollout = make_rollout(config, env)
     keys = jax.numpy.stack([jax.random.PRNGKey(s) for s in range(config.num_seeds)])
-    state = jax.jit(init)(keys[0] if config.num_seeds == 1 else keys)  # as training runs it
-    state, metrics = jax.jit(iteration)(state)
+    state = rollout.start(keys)  # as training runs it
+    state, metrics = jax.jit(rollout.iteration)(state)
     assert int(np.asarray(state.iteration).reshape(-1)[0]) == 1
-    for value in jax.tree.leaves(state.actor_params):
+    for value in jax.tree.leaves(state.learner.actor_params):
         assert np.all(np.isfinite(np.asarray(value)))

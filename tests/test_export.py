@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import reppo
-from reppo.algo.reppo import ACTION_EPS
+from reppo.algo.distributions import ACTION_EPS
 from reppo.export import EXPORT_FORMATS, export_onnx, export_policy
 from reppo.nets import Actor
 from reppo.policy import Policy

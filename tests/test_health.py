@@ -18,12 +18,13 @@ from flax import struct
 
 from reppo import Config, load, train
 from reppo import training as training_module
-from reppo.algo.reppo import HEALTH_METRICS, make_train
+from reppo.algo.guard import HEALTH_METRICS
 from reppo.cli import main
 from reppo.config import resolve
 from reppo.envs import make_env
 from reppo.envs.base import EnvState
 from reppo.logging import read_metrics
+from reppo.rollout import make_rollout
 from reppo.training import TrainingDivergedError
 
 ROWS = 8  # fault schedule rows: row r applies to iteration r + 1; the last row repeats for later iterations
@@ -124,13 +125,13 @@ LEARNER = ("actor_params", "critic_params", "log_duals", "actor_opt", "critic_op
 def _toy(max_bad: int = 3, num_seeds: int = 1):
     config = resolve(Config(env="ToyAsymmetric", max_bad_iterations=max_bad, num_seeds=num_seeds, **TINY))
     env = FaultyEnv(make_env("ToyAsymmetric", config.num_envs * num_seeds, episode_length=50), config.num_steps - 1)
-    init, iteration, _ = make_train(config, env)
-    return config, jax.jit(init), jax.jit(iteration)
+    rollout = make_rollout(config, env)
+    return config, jax.jit(rollout.init), jax.jit(rollout.iteration)
 
 
 def _init(init, num_seeds=1, seed=0):
     key = jax.random.PRNGKey(seed)
-    return init(key if num_seeds == 1 else jax.random.split(key, num_seeds))
+    return init(key[None] if num_seeds == 1 else jax.random.split(key, num_seeds))
 
 
 def _run(iteration, state, n):
@@ -138,12 +139,12 @@ def _run(iteration, state, n):
     for _ in range(n):
         state, m = iteration(state)
         states.append(state)
-        metrics.append({k: np.asarray(v) for k, v in m.items()})
+        metrics.append({k: np.squeeze(np.asarray(v)) for k, v in m.items()})  # one seed: scalars
     return states, metrics
 
 
 def _learner(state, seed=None):
-    tree = [getattr(state, name) for name in LEARNER]
+    tree = [getattr(state.learner, name) for name in LEARNER]
     return tree if seed is None else jax.tree.map(lambda x: x[seed], tree)
 
 
@@ -203,7 +204,7 @@ def test_transient_nan_observation_is_rolled_back_and_envs_reset():
     assert np.all(np.asarray(after.env_state.steps)[bad] == 0)
     assert _finite((after.env_state.obs, after.env_state.critic_obs))
     for i in (3, 4):  # later iterations update normally and stay finite
-        assert not _equal(states[i + 1].actor_params, states[i].actor_params)
+        assert not _equal(states[i + 1].learner.actor_params, states[i].learner.actor_params)
         assert _finite(_learner(states[i + 1]))
 
 

@@ -65,10 +65,10 @@ SHARDED = textwrap.dedent(
     import json, sys
     import jax, numpy as np
     from reppo import Config, train
-    from reppo.algo.reppo import make_train
     from reppo.config import resolve
     from reppo.envs import make_env
     from reppo.parallel import ENV_AXIS
+    from reppo.rollout import make_rollout
 
     flags, out = json.loads(sys.argv[1]), sys.argv[2]
     assert jax.device_count() == 2
@@ -77,7 +77,7 @@ SHARDED = textwrap.dedent(
         result = train(Config(total_steps=int(sys.argv[3]), devices=devices, **flags), run_dir=f"{out}/d{devices}",
                        echo=lambda _: None)
         state = result.state
-        obs, params = state.env_state.obs, jax.tree.leaves(state.actor_params)[0]
+        obs, params = state.env_state.obs, jax.tree.leaves(state.learner.actor_params)[0]
         report[devices] = {
             "obs_devices": len(obs.sharding.device_set),
             "obs_spec": str(obs.sharding.spec),
@@ -87,8 +87,8 @@ SHARDED = textwrap.dedent(
         }
         np.savez(f"{out}/d{devices}.npz", *[np.asarray(x) for x in jax.tree.leaves(state)])
     config = resolve(Config(**flags))  # the initial state both runs started from
-    init, _, _ = make_train(config, make_env(config.env, config.num_envs))
-    start = jax.jit(init)(jax.random.split(jax.random.PRNGKey(config.seed))[0])
+    rollout = make_rollout(config, make_env(config.env, config.num_envs))
+    start = rollout.start(jax.random.split(jax.random.PRNGKey(config.seed))[None, 0])
     np.savez(f"{out}/start.npz", *[np.asarray(x) for x in jax.tree.leaves(start)])
     print(json.dumps(report))
     """
@@ -125,14 +125,14 @@ def _start_state() -> dict[str, np.ndarray]:
     """The initial state of FLAGS' run (seed 1), flattened as the checkpoints store it."""
     import jax
 
-    from reppo.algo.reppo import make_train
     from reppo.checkpoint import _flatten
     from reppo.config import Config, resolve
     from reppo.envs import make_env
+    from reppo.rollout import make_rollout
 
     config = resolve(Config(**FLAGS))
-    init, _, _ = make_train(config, make_env(config.env, config.num_envs))
-    state = jax.jit(init)(jax.random.split(jax.random.PRNGKey(config.seed))[0])
+    rollout = make_rollout(config, make_env(config.env, config.num_envs))
+    state = rollout.start(jax.random.split(jax.random.PRNGKey(config.seed))[None, 0])
     return {k: np.asarray(v) for k, v in _flatten(state).items()}
 
 

@@ -123,7 +123,7 @@ def test_trajectory_does_not_depend_on_total_steps(reference, tmp_path):
 
 def test_loaded_policy_is_the_trained_actor(reference):
     policy = load(reference.run_dir)
-    state = reference.state
+    state = jax.tree.map(lambda x: x[0], reference.state.learner)  # the run's one seed
     obs = np.random.default_rng().normal(size=(7, policy.obs_size)).astype(np.float32) * 3
     normalized = (obs - np.asarray(state.obs_stats.mean)) / np.sqrt(np.asarray(state.obs_stats.var) + 1e-8)
     actor = policy.actor
@@ -195,7 +195,7 @@ def test_many_seeds_in_one_program(tmp_path):
     config = _config(6, num_seeds=3, seed=5)
     run = tmp_path / "run"
     short = train(dataclasses.replace(config, total_steps=B * 2), run_dir=run)
-    assert short.state.actor_params["params"]["Dense_0"]["kernel"].shape[0] == 3
+    assert short.state.learner.actor_params["params"]["Dense_0"]["kernel"].shape[0] == 3
     result = resume(run, total_steps=config.total_steps)
     rows = _rows(run)
     assert sorted({int(r["seed"]) for r in rows}) == [5, 6, 7]
@@ -208,24 +208,24 @@ def test_many_seeds_in_one_program(tmp_path):
         assert (run / f"seed_{s}").is_dir()  # per-seed TensorBoard folders
 
     # seeds are independent: distinct parameters, and seed s starts from the same networks as a single run of s
-    kernels = np.asarray(result.state.actor_params["params"]["Dense_0"]["kernel"])
+    kernels = np.asarray(result.state.learner.actor_params["params"]["Dense_0"]["kernel"])
     assert not np.allclose(kernels[0], kernels[1]) and not np.allclose(kernels[1], kernels[2])
-    from reppo.algo.reppo import make_train
     from reppo.config import resolve
     from reppo.envs import make_env
+    from reppo.rollout import make_rollout
 
     single = resolve(dataclasses.replace(config, num_seeds=1))
-    _, _, algo = make_train(single, make_env(single.env, single.num_envs))
+    one_seed = make_rollout(single, make_env(single.env, single.num_envs))
     multi = resolve(config)
-    _, _, algo3 = make_train(multi, make_env(multi.env, multi.num_envs * 3))
+    three_seeds = make_rollout(multi, make_env(multi.env, multi.num_envs * 3))
     keys = jax.numpy.stack([jax.random.split(jax.random.PRNGKey(s))[0] for s in (5, 6, 7)])
-    batched = jax.jit(algo3.init_seeds)(keys)
-    one = jax.jit(algo.init)(keys[1])
+    batched = jax.jit(three_seeds.init)(keys)
+    one = jax.jit(one_seed.init)(keys[1:2])
     # The same key through a vmapped and a plain program: elementwise arithmetic on the same random bits, equal
     # up to a rounding or two where the compiler contracts a multiply-add (a few float32 ulps).
     np.testing.assert_allclose(
-        np.asarray(batched.actor_params["params"]["Dense_0"]["kernel"][1]),
-        np.asarray(one.actor_params["params"]["Dense_0"]["kernel"]),
+        np.asarray(batched.learner.actor_params["params"]["Dense_0"]["kernel"][1]),
+        np.asarray(one.learner.actor_params["params"]["Dense_0"]["kernel"][0]),
         rtol=4 * np.finfo(np.float32).eps,
         atol=1e-9,
     )

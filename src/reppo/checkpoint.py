@@ -1,6 +1,6 @@
 """Orbax checkpoints of a run: ``RUN_DIR/checkpoints/<iteration>/`` with three items.
 
-- ``state``: the whole :class:`reppo.algo.reppo.TrainState` (networks, optimiser states, dual variables,
+- ``state``: the whole :class:`reppo.rollout.TrainState` (networks, optimiser states, dual variables,
   normaliser statistics, PRNG key, iteration counter and the env state, reset pool included), so a resumed run
   continues bit for bit.
 - ``policy``: the actor parameters and actor observation statistics alone, so ``reppo.load`` needs neither the

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 from flax import struct
 
 from reppo.algo import distributions
-from reppo.algo.reppo import ACTION_EPS
 from reppo.envs.base import VecEnv
 from reppo.nets import Actor
 from reppo.normalization import RunningStats
@@ -18,42 +17,39 @@ from reppo.normalization import RunningStats
 @struct.dataclass
 class EvalResult:
     returns: jax.Array
-    """(num_envs,) undiscounted return of each env's first episode ((num_seeds, envs per seed) for several seeds)."""
+    """(num_seeds, envs per seed) undiscounted return of each env's first episode ((episodes,) from
+    :func:`evaluate_policy`)."""
     lengths: jax.Array
-    """(num_envs,) length of that episode."""
+    """Length of that episode, likewise."""
 
 
-def make_evaluate(actor: Actor, env: VecEnv, deterministic: bool = True, num_seeds: int | None = None) -> Callable:
+def make_evaluate(actor: Actor, env: VecEnv, num_seeds: int, deterministic: bool = True) -> Callable:
     """``evaluate(actor_params, obs_stats, key) -> EvalResult``: one whole episode per env of ``env``.
 
-    With ``num_seeds``, ``actor_params`` and ``obs_stats`` have a leading seed axis and seed s acts in envs
-    ``s * E .. s * E + E - 1`` (E = env.num_envs / num_seeds); the env itself is never vmapped.
+    ``actor_params`` and ``obs_stats`` have a leading seed axis S = ``num_seeds``; seed s acts in envs
+    ``s * E .. s * E + E - 1`` (E = env.num_envs / S), and the env itself is never vmapped.
 
     ``env`` must start every episode at step 0 (``randomize_steps=False``) so each env runs exactly one full
     episode in ``episode_length`` steps; steps after an env's first episode ended are masked out. The
     deterministic policy acts with tanh(mu); the stochastic one samples.
     """
 
+    def act(params, stats, obs, step_key):
+        mean, std = actor.apply(params, stats.normalize(obs))
+        if deterministic:
+            return distributions.deterministic_action(mean)
+        return distributions.sample(step_key, mean, std)[0]
+
     def evaluate(actor_params, obs_stats: RunningStats, key: jax.Array) -> EvalResult:
         k_reset, k_pool, k_steps = jax.random.split(key, 3)
         env_state = env.prepare_rollout(env.reset(k_reset), k_pool)
 
-        def act(params, stats, obs, step_key):
-            mean, std = actor.apply(params, stats.normalize(obs))
-            if deterministic:
-                return distributions.deterministic_action(mean)
-            return distributions.sample(step_key, mean, std)[0]
-
         def step(carry, step_key):
             env_state, alive, returns, lengths = carry
-            if num_seeds is None:
-                action = act(actor_params, obs_stats, env_state.obs, step_key)
-            else:
-                obs = env_state.obs.reshape(num_seeds, -1, env_state.obs.shape[-1])
-                keys = jax.random.split(step_key, num_seeds)
-                action = jax.vmap(act)(actor_params, obs_stats, obs, keys).reshape(env.num_envs, -1)
-            action = jnp.clip(action, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
-            env_state, result = env.step(env_state, action)
+            obs = env_state.obs.reshape(num_seeds, -1, env_state.obs.shape[-1])
+            keys = jax.random.split(step_key, num_seeds)
+            action = jax.vmap(act)(actor_params, obs_stats, obs, keys).reshape(env.num_envs, -1)
+            env_state, result = env.step(env_state, distributions.env_action(action))
             returns = returns + alive * result.reward
             lengths = lengths + alive
             alive = alive * (1.0 - jnp.maximum(result.terminated, result.truncated))
@@ -62,9 +58,7 @@ def make_evaluate(actor: Actor, env: VecEnv, deterministic: bool = True, num_see
         ones = jnp.ones(env.num_envs, jnp.float32)
         carry = (env_state, ones, 0.0 * ones, 0.0 * ones)
         (_, _, returns, lengths), _ = jax.lax.scan(step, carry, jax.random.split(k_steps, env.episode_length))
-        if num_seeds is not None:
-            returns, lengths = returns.reshape(num_seeds, -1), lengths.reshape(num_seeds, -1)
-        return EvalResult(returns=returns, lengths=lengths)
+        return EvalResult(returns=returns.reshape(num_seeds, -1), lengths=lengths.reshape(num_seeds, -1))
 
     return evaluate
 
@@ -82,4 +76,8 @@ def evaluate_policy(policy, episodes: int, key: jax.Array, deterministic: bool =
             f"(obs {env.obs_size}, action {env.action_size})"
         )
     stats = RunningStats(mean=jnp.asarray(policy.obs_mean), var=jnp.asarray(policy.obs_var), count=jnp.ones(()))
-    return jax.jit(make_evaluate(policy.actor, env, deterministic))(policy.params, stats, key)
+    one_seed = lambda x: jnp.asarray(x)[None]
+    out = jax.jit(make_evaluate(policy.actor, env, 1, deterministic))(
+        jax.tree.map(one_seed, policy.params), jax.tree.map(one_seed, stats), key
+    )
+    return EvalResult(returns=out.returns[0], lengths=out.lengths[0])

@@ -112,7 +112,7 @@ def _check_shape(weights: dict[str, np.ndarray], dense: str, n_in: int, n_out: i
 def _build_model(onnx, policy: Policy, opset: int):
     """The ONNX ModelProto of ``policy`` (see the module docstring for the graph)."""
     from reppo import __version__
-    from reppo.algo.reppo import ACTION_EPS
+    from reppo.algo.distributions import ACTION_EPS
     from reppo.policy import NORMALIZE_EPS
 
     helper, TensorProto = onnx.helper, onnx.TensorProto

@@ -1,19 +1,19 @@
 """One run over several devices and processes with ``jax.sharding`` (JAX's own runtime, nothing home-made).
 
 The devices form a 1-D mesh with one axis, ``envs``. The envs' state (every leaf of ``TrainState.env_state`` whose
-leading axis is the env axis) is split over that axis. Parameters, optimiser states, duals, statistics and keys
-are replicated. The rollout, and with it every per-env computation, runs on the device that holds the env. The
-flat batch and each global minibatch are split by rows (``REPPO.shard_rows``). XLA's partitioner then inserts the
-collectives: the mean over a minibatch becomes an all-reduce (so gradients are averaged over devices), and so do
-the observation-statistics moments (so the normaliser sees every device's observations). It does the same for
-the auto-reset pool's global counts. The sharded program computes the single-device program's function, with
-only the order of floating-point sums changed.
+leading axis is the env axis) is split over that axis. Parameters, optimiser states, duals, statistics and keys are
+replicated. The rollout, and with it every per-env computation, runs on the device that holds the env. The flat
+batch and each global minibatch are split by rows (:func:`row_sharder`, the learner's ``shard_rows``). XLA's
+partitioner then inserts the collectives: the mean over a minibatch becomes an all-reduce (so gradients are averaged
+over devices), and so do the observation-statistics moments (so the normaliser sees every device's observations). It
+does the same for the auto-reset pool's global counts. The sharded program computes the single-device program's
+function, with only the order of floating-point sums changed.
 
 Several processes (hosts) join one run through ``jax.distributed.initialize``. :func:`initialize` takes the
 coordinator address, the process count and the process id, from flags or from the ``REPPO_COORDINATOR_ADDRESS``,
-``REPPO_NUM_PROCESSES`` and ``REPPO_PROCESS_ID`` environment variables. The mesh then spans every process's
-devices. Each process runs the same program; only process 0 writes logs and checkpoints (:func:`is_primary`), from
-state gathered with :func:`to_host`, and any process can restore them (:func:`put`).
+``REPPO_NUM_PROCESSES`` and ``REPPO_PROCESS_ID`` environment variables. The mesh then spans every process's devices.
+Each process runs the same program; only process 0 writes logs and checkpoints (:func:`is_primary`), from state
+gathered with :func:`to_host`, and any process can restore them (:func:`put`).
 """
 
 from __future__ import annotations
@@ -103,6 +103,19 @@ def device_count(devices: int | str) -> int:
 def make_mesh(devices: int | str) -> Mesh:
     """A 1-D mesh (axis ``envs``) over the first ``device_count(devices)`` devices."""
     return Mesh(np.asarray(jax.devices()[: device_count(devices)]), (ENV_AXIS,))
+
+
+def row_sharder(mesh: Mesh | None):
+    """``shard_rows(x, axis=0)``: split ``x``'s axis ``axis`` (envs or batch rows) over the mesh, a sharding
+    constraint inside a jitted program; the identity without a mesh or on one device."""
+
+    def shard_rows(x, axis: int = 0):
+        if mesh is None or mesh.size == 1:
+            return x
+        spec = PartitionSpec(*([None] * axis), ENV_AXIS)
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+    return shard_rows
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from reppo.algo import distributions
-from reppo.algo.reppo import ACTION_EPS
 from reppo.nets import Actor
 
 # Added to the variance before the square root, as ``RunningStats.normalize`` does.
@@ -66,7 +65,7 @@ class Policy:
             if key is None:
                 raise ValueError("a stochastic action needs a PRNG key: policy(obs, deterministic=False, key=key)")
             action, _, _ = distributions.sample(key, mean, std)
-        return np.asarray(jnp.clip(action, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS))
+        return np.asarray(distributions.env_action(action))
 
     def _as_array(self, obs: Any) -> jax.Array:
         if isinstance(obs, dict):

@@ -16,6 +16,9 @@ import jax.numpy as jnp
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
+ACTION_EPS = 1e-5
+"""Actions sent to an environment are clipped to [-1 + ACTION_EPS, 1 - ACTION_EPS] (spec section 2)."""
+
 
 def gaussian_log_prob(u: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
     """Sum over the last axis of log N(u_i; mean_i, std_i)."""
@@ -42,6 +45,11 @@ def sample(key: jax.Array, mean: jax.Array, std: jax.Array) -> tuple[jax.Array, 
 def deterministic_action(mean: jax.Array) -> jax.Array:
     """The evaluation action tanh(mu)."""
     return jnp.tanh(mean)
+
+
+def env_action(action: jax.Array) -> jax.Array:
+    """``action`` clipped to [-1 + ACTION_EPS, 1 - ACTION_EPS], as it is sent to an environment."""
+    return jnp.clip(action, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
 
 
 def gaussian_kl(mean_p: jax.Array, std_p: jax.Array, mean_q: jax.Array, std_q: jax.Array) -> jax.Array:

@@ -1,15 +1,21 @@
-"""The one vectorised environment interface the algorithm sees.
+"""The vectorised environment interfaces the two rollout paths speak.
 
-Every environment reppo trains on is a batch of ``num_envs`` copies behind :class:`VecEnv`. ``step`` auto-resets
-finished episodes and returns, beside the observation to act on next, the *true* next observation of each env
-(the final observation of an episode that just ended, before the reset), so the critic can bootstrap from it.
+Every environment reppo trains on is a batch of ``num_envs`` copies. ``step`` auto-resets finished episodes and
+returns, beside the observation to act on next, the *true* next observation of each env (the final observation of
+an episode that just ended, before the reset), so the critic can bootstrap from it.
+
+- :class:`VecEnv`: a JAX env, functional (state in, state out), stepped inside the compiled iteration
+  (``reppo.rollout.fused``).
+- :class:`HostVecEnv`: an env stepped from Python with numpy arrays, its state kept inside the object
+  (``reppo.rollout.host``): simulators that are not JAX programs.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import jax
+import numpy as np
 from flax import struct
 
 
@@ -64,3 +70,28 @@ class VecEnv(Protocol):
     def reset_where(self, state: EnvState, mask: jax.Array, key: jax.Array) -> EnvState:
         """Reset the envs where ``mask`` (N,) bool is true to fresh initial states (step counter 0); leave the
         others untouched. Free when no env is masked (used by the NaN/Inf guard to drop envs that went bad)."""
+
+
+@runtime_checkable
+class HostVecEnv(Protocol):
+    """A vector env stepped from Python; arrays are numpy, the leading axis ``num_envs``. PRNG keys are JAX keys
+    (uint32 arrays); an adapter derives whatever seeds its simulator takes from them."""
+
+    num_envs: int
+    obs_size: int
+    critic_obs_size: int
+    action_size: int
+    episode_length: int
+
+    def reset(self, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Reset all envs; returns (obs, critic_obs) to act on."""
+
+    def begin_rollout(self, key: jax.Array) -> None:
+        """Called once at the start of every rollout, before the first ``step``."""
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, StepResult]:
+        """Step all envs with actions in [-1, 1], auto-resetting the ones whose episode ended; returns the (obs,
+        critic_obs) to act on next and the step's :class:`StepResult` (numpy arrays)."""
+
+    def reset_where(self, mask: np.ndarray, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Reset the envs where ``mask`` (N,) is true; returns the (obs, critic_obs) to act on next."""

@@ -1,0 +1,311 @@
+"""The REPPO learner: ``init``, ``act`` and ``learn`` for one seed, pure and jittable (spec sections 1-6).
+
+The learner never sees an environment or knows how a batch was collected: a rollout path (``reppo.rollout``)
+fills a time-major :class:`Transition` batch with ``act`` and hands it to ``learn``, which computes the soft
+TD(lambda) targets once, runs E epochs of M minibatches (critic step, actor step against the just-updated critic,
+dual step) and then merges the batch into the observation statistics. No PRNG key is used twice.
+
+Several seeds are a ``vmap`` of these functions (``reppo.seeds``); the NaN/Inf guard wraps ``learn``
+(``reppo.algo.guard``); devices enter only through ``shard_rows``, a layout hint for the batch rows that
+``reppo.parallel`` supplies (the identity on one device).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from reppo.algo import distributions, losses
+from reppo.algo.hl_gauss import HLGauss
+from reppo.algo.targets import soft_td_lambda
+from reppo.config import Config
+from reppo.nets import Actor, Critic
+from reppo.normalization import RunningStats
+
+
+@dataclass(frozen=True)
+class Spaces:
+    """Sizes of what the learner sees: actor observation, critic observation (privileged or the same), action."""
+
+    obs_size: int
+    critic_obs_size: int
+    action_size: int
+
+    @classmethod
+    def of(cls, env) -> Spaces:
+        return cls(int(env.obs_size), int(env.critic_obs_size), int(env.action_size))
+
+
+@struct.dataclass
+class Transition:
+    """One rollout step of every env (time-major (T, N, ...) once collected); observations raw (unnormalised)."""
+
+    obs: jax.Array
+    critic_obs: jax.Array
+    actions: jax.Array
+    log_probs: jax.Array
+    rewards: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    next_obs: jax.Array
+    """The true next observation: the final one of an episode that ended at this step, before any reset."""
+    next_critic_obs: jax.Array
+
+
+@struct.dataclass
+class LearnerState:
+    """Everything the learner carries from one batch to the next."""
+
+    actor_params: dict
+    critic_params: dict
+    log_duals: jax.Array
+    """(log alpha, log beta)."""
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+    dual_opt: optax.OptState
+    obs_stats: RunningStats
+    critic_obs_stats: RunningStats
+
+
+def may_overflow(state: LearnerState):
+    """The parts of a state that can overflow while every gradient norm is finite (re-read by the guard)."""
+    return state.log_duals, state.dual_opt, state.obs_stats, state.critic_obs_stats
+
+
+def _adam(lr: float, max_grad_norm: float | None) -> optax.GradientTransformation:
+    if max_grad_norm is None:
+        return optax.adam(lr)
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
+
+
+def _identity(x: jax.Array, axis: int = 0) -> jax.Array:
+    return x
+
+
+class Learner(struct.PyTreeNode):
+    """Static pieces of a learner (networks, optimisers, bin layout) built from a Config; methods are pure."""
+
+    config: Config = struct.field(pytree_node=False)
+    spaces: Spaces = struct.field(pytree_node=False)
+    actor: Actor = struct.field(pytree_node=False)
+    critic: Critic = struct.field(pytree_node=False)
+    actor_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    critic_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    dual_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    hl: HLGauss = struct.field(pytree_node=False)
+    shard_rows: Callable = struct.field(pytree_node=False, default=_identity)
+    """``shard_rows(x, axis=0)``: lays ``x``'s batch-row axis out over the devices (``reppo.parallel``)."""
+
+    @classmethod
+    def create(cls, config: Config, spaces: Spaces, shard_rows: Callable | None = None) -> Learner:
+        """``config`` must be resolved (gamma, v_min, v_max filled in; see ``reppo.config.resolve``)."""
+        if config.gamma is None or config.v_min is None or config.v_max is None:
+            raise ValueError("the learner needs a resolved Config (gamma, v_min, v_max set); call reppo.config.resolve")
+        c = config
+        hl = HLGauss.create(c.v_min, c.v_max, c.num_bins, c.hl_gauss_sigma)
+        return cls(
+            config=c,
+            spaces=spaces,
+            actor=Actor(spaces.action_size, c.actor_width, c.actor_depth, c.min_std, c.init_std),
+            critic=Critic(c.critic_width, c.critic_depth, tuple(hl.to_probs(jnp.zeros(())).tolist())),
+            actor_tx=_adam(c.actor_lr, c.max_grad_norm),
+            critic_tx=_adam(c.critic_lr, c.max_grad_norm),
+            dual_tx=_adam(c.dual_lr, None),
+            hl=hl,
+            shard_rows=shard_rows or _identity,
+        )
+
+    # ---- init and acting ----------------------------------------------------------------------------------
+    def init(self, key: jax.Array, obs: jax.Array, critic_obs: jax.Array) -> LearnerState:
+        """Fresh networks, optimisers and duals; statistics from the first observations (N, size), so that the
+        first rollout is already normalised."""
+        k_actor, k_critic = jax.random.split(key)
+        s, c = self.spaces, self.config
+        actor_params = self.actor.init(k_actor, jnp.zeros((1, s.obs_size)))
+        critic_params = self.critic.init(k_critic, jnp.zeros((1, s.critic_obs_size)), jnp.zeros((1, s.action_size)))
+        log_duals = jnp.log(jnp.array([c.init_alpha, c.init_beta], jnp.float32))
+        return LearnerState(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            log_duals=log_duals,
+            actor_opt=self.actor_tx.init(actor_params),
+            critic_opt=self.critic_tx.init(critic_params),
+            dual_opt=self.dual_tx.init(log_duals),
+            obs_stats=RunningStats.create(s.obs_size).update(obs),
+            critic_obs_stats=RunningStats.create(s.critic_obs_size).update(critic_obs),
+        )
+
+    def act(self, state: LearnerState, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """a ~ pi_theta(.|x) for raw observations, clipped for the env; returns (action, log pi(a|x))."""
+        mean, std = self.actor.apply(state.actor_params, state.obs_stats.normalize(obs))
+        action, _, log_prob = distributions.sample(key, mean, std)
+        return distributions.env_action(action), log_prob
+
+    def critic_q(self, critic_params, critic_obs: jax.Array, actions: jax.Array) -> jax.Array:
+        logits = self.critic.apply(critic_params, critic_obs, actions, method="q_logits")
+        return self.hl.to_value(logits)
+
+    # ---- targets ------------------------------------------------------------------------------------------
+    def soft_values(self, state: LearnerState, next_obs: jax.Array, next_critic_obs: jax.Array, key: jax.Array):
+        """V(x) = (1/K) sum_k [Q(x, a_k) - alpha log pi(a_k|x)], a_k ~ pi_theta (spec section 3), evaluated in
+        chunks of at most ``value_chunk_size`` (state, sample) rows, so memory stays bounded for any K.
+
+        Inputs are flat and normalised, (B, ...). Also returns phi(x, a_1) for the first sample, the auxiliary
+        loss's next-embedding target, so that it is not recomputed in every epoch."""
+        c = self.config
+        k_samples = c.num_value_samples
+        alpha = jnp.exp(state.log_duals[0])
+        size = next_obs.shape[0]
+        chunk = max(1, min(size, c.value_chunk_size // k_samples))
+        num_chunks = -(-size // chunk)
+        pad = num_chunks * chunk - size
+
+        def chunked(x):
+            x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+            return x.reshape(num_chunks, chunk, *x.shape[1:])
+
+        def value_chunk(args):
+            obs, critic_obs, chunk_key = args
+            mean, std = self.actor.apply(state.actor_params, obs)
+            u = mean + std * jax.random.normal(chunk_key, (k_samples, *mean.shape))
+            log_probs = distributions.log_prob_from_pre_tanh(u, mean, std)
+            actions = distributions.env_action(jnp.tanh(u))
+            critic_in = jnp.broadcast_to(critic_obs, (k_samples, *critic_obs.shape))
+            emb = self.critic.apply(state.critic_params, critic_in, actions, method="embed")
+            q = self.hl.to_value(self.critic.apply(state.critic_params, emb, method="logits"))
+            return jnp.mean(q - alpha * log_probs, axis=0), emb[0]
+
+        keys = jax.random.split(key, num_chunks)
+        values, embeddings = jax.lax.map(value_chunk, (chunked(next_obs), chunked(next_critic_obs), keys))
+        return values.reshape(-1)[:size], embeddings.reshape(-1, embeddings.shape[-1])[:size]
+
+    def targets(self, state: LearnerState, batch: Transition, key: jax.Array) -> losses.Minibatch:
+        """Soft TD(lambda) targets for the whole batch (once per iteration) and the flat, normalised samples."""
+        num_steps, num_envs = batch.rewards.shape
+        flat = lambda x: x.reshape(num_steps * num_envs, *x.shape[2:])
+        norm_obs, norm_critic = state.obs_stats.normalize, state.critic_obs_stats.normalize
+        next_critic_obs = flat(norm_critic(batch.next_critic_obs))
+        next_values, next_embedding = self.soft_values(state, flat(norm_obs(batch.next_obs)), next_critic_obs, key)
+        # log pi(a_{t+1} | x_{t+1}): pi_theta = pi_old here, so the rollout's own log-probs are exact.
+        next_log_probs = jnp.concatenate([batch.log_probs[1:], batch.log_probs[-1:]], axis=0)
+        c = self.config
+        returns = soft_td_lambda(
+            batch.rewards,
+            batch.terminated,
+            batch.truncated,
+            next_values.reshape(num_steps, num_envs),
+            next_log_probs,
+            jnp.exp(state.log_duals[0]),
+            c.gamma,
+            c.lam,
+        )
+        obs = flat(norm_obs(batch.obs))
+        old_mean, old_std = self.actor.apply(state.actor_params, obs)  # pi_old = pi_theta at this point
+        data = losses.Minibatch(
+            obs=obs,
+            critic_obs=flat(norm_critic(batch.critic_obs)),
+            actions=flat(batch.actions),
+            rewards=flat(batch.rewards),
+            terminated=flat(batch.terminated),
+            returns=flat(returns),
+            next_embedding=next_embedding,
+            old_mean=old_mean,
+            old_std=old_std,
+        )
+        return jax.tree.map(self.shard_rows, data)
+
+    # ---- update -------------------------------------------------------------------------------------------
+    def update_minibatch(self, state: LearnerState, mb: losses.Minibatch, key: jax.Array):
+        """Critic step, actor step against the just-updated critic, dual step (spec sections 4, 5)."""
+        c = self.config
+        (_, critic_info), grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+            state.critic_params, self.critic.apply, mb, self.hl, c.aux_coef
+        )
+        updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic_params)
+        critic_params = optax.apply_updates(state.critic_params, updates)
+        critic_info["critic_grad_norm"] = optax.tree.norm(grads)
+
+        # the critic's new parameters are closed over, so they get no gradient from the actor loss
+        alpha, beta = jnp.exp(state.log_duals[0]), jnp.exp(state.log_duals[1])
+        critic_q = lambda x, a: self.critic_q(critic_params, x, a)
+        (_, (stats, actor_info)), grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
+            state.actor_params,
+            self.actor.apply,
+            mb.old_mean,
+            mb.old_std,
+            critic_q,
+            mb.obs,
+            mb.critic_obs,
+            key,
+            alpha,
+            beta,
+            c.kl_bound,
+            c.num_kl_samples,
+        )
+        updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor_params)
+        actor_params = optax.apply_updates(state.actor_params, updates)
+        actor_info["actor_grad_norm"] = optax.tree.norm(grads)
+
+        target_entropy = -c.entropy_coef * self.spaces.action_size
+        dual_grads = jax.grad(losses.dual_loss)(state.log_duals, stats, target_entropy, c.kl_bound)
+        updates, dual_opt = self.dual_tx.update(dual_grads, state.dual_opt, state.log_duals)
+        log_duals = optax.apply_updates(state.log_duals, updates)
+
+        new_state = state.replace(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            log_duals=log_duals,
+            actor_opt=actor_opt,
+            critic_opt=critic_opt,
+            dual_opt=dual_opt,
+        )
+        return new_state, {**critic_info, **actor_info}
+
+    def update(self, state: LearnerState, data: losses.Minibatch, key: jax.Array):
+        """E epochs of M shuffled minibatches (pi_old, the actor before the update, is in ``data``)."""
+        c = self.config
+        size = data.returns.shape[0]
+        minibatch_size = size // c.num_minibatches
+
+        def epoch(state: LearnerState, epoch_key: jax.Array):
+            k_perm, k_mb = jax.random.split(epoch_key)
+            perm = jax.random.permutation(k_perm, size).reshape(c.num_minibatches, minibatch_size)
+
+            def minibatch(state, args):
+                # Gathered here, one minibatch at a time: a shuffled copy of the whole batch (the (B, width)
+                # auxiliary targets above all) would be live for the whole epoch. Global minibatches, each split
+                # by rows over the devices (gradients are then all-reduced).
+                rows, mb_key = args
+                mb = jax.tree.map(lambda x: self.shard_rows(x[rows]), data)
+                return self.update_minibatch(state, mb, mb_key)
+
+            return jax.lax.scan(minibatch, state, (perm, jax.random.split(k_mb, c.num_minibatches)))
+
+        state, infos = jax.lax.scan(epoch, state, jax.random.split(key, c.num_epochs))
+        return state, jax.tree.map(jnp.mean, infos)
+
+    def learn(self, state: LearnerState, batch: Transition, key: jax.Array):
+        """Targets, E epochs of updates, then the observation statistics (spec section 1, steps 3-5).
+
+        ``batch`` is time-major (T, N, ...). Returns the new state and the iteration's metrics."""
+        k_targets, k_update = jax.random.split(key)
+        data = self.targets(state, batch, k_targets)
+        new, metrics = self.update(state, data, k_update)
+        new = new.replace(
+            obs_stats=new.obs_stats.update(batch.obs),
+            critic_obs_stats=new.critic_obs_stats.update(batch.critic_obs),
+        )
+        metrics.update(
+            alpha=jnp.exp(new.log_duals[0]),
+            beta=jnp.exp(new.log_duals[1]),
+            target_mean=jnp.mean(data.returns),
+            clipped_target_frac=self.hl.clipped_fraction(data.returns),
+            rollout_reward=jnp.mean(batch.rewards),
+            episodes_ended=jnp.sum(jnp.maximum(batch.terminated, batch.truncated)),
+        )
+        return new, metrics
