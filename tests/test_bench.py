@@ -275,8 +275,6 @@ def test_aggregates_and_improvement_equal_rliable_on_fixed_scores(seed):
         pairs = [np.mean((x[:, t, None] > y[None, :, t]) + 0.5 * (x[:, t, None] == y[None, :, t]))
                  for t in range(len(TASKS))]  # fmt: skip
         assert s.improvement[peer][0] == pytest.approx(np.mean(pairs), rel=1e-12)
-    again = report.summarize(rows, [], tasks=TASKS, methods=METHODS, reference={}, reppo_preset="cpu", reps=REPS)
-    assert again.aggregates == s.aggregates and again.improvement == s.improvement  # seeded: reproducible
 
 
 @pytest.mark.parametrize("repeat", range(3))

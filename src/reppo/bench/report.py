@@ -198,8 +198,9 @@ def score_matrix(rows: Iterable[ResultRow], tasks: Sequence[str], method: str) -
     return np.array([[finals[t][s] / return_scale(t) for t in tasks] for s in seeds]).reshape(len(seeds), len(tasks))
 
 
-def aggregate_estimates(scores: np.ndarray, *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
-                        ) -> dict[str, Estimate]:  # fmt: skip
+def aggregate_estimates(
+    scores: np.ndarray, *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+) -> dict[str, Estimate]:
     """:data:`AGGREGATES` of a (seeds x tasks) score matrix with rliable's stratified-bootstrap 95% intervals."""
     from rliable import library, metrics
 
@@ -209,8 +210,9 @@ def aggregate_estimates(scores: np.ndarray, *, reps: int = BOOTSTRAP_REPS, seed:
     return {name: (float(point[""][i]), float(ci[""][0, i]), float(ci[""][1, i])) for i, name in enumerate(AGGREGATES)}
 
 
-def improvement_estimate(x: np.ndarray, y: np.ndarray, *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
-                         ) -> Estimate:  # fmt: skip
+def improvement_estimate(
+    x: np.ndarray, y: np.ndarray, *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+) -> Estimate:
     """rliable's probability of improvement of X over Y (score matrices over the same tasks) with its 95%
     interval (the runs of X and of Y resampled independently within each task)."""
     from rliable import library, metrics
@@ -220,8 +222,9 @@ def improvement_estimate(x: np.ndarray, y: np.ndarray, *, reps: int = BOOTSTRAP_
     return float(point[""]), float(ci[""][0, 0]), float(ci[""][1, 0])
 
 
-def performance_profiles(scores: dict[str, np.ndarray], *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
-                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+def performance_profiles(
+    scores: dict[str, np.ndarray], *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """rliable's score distributions at :data:`PROFILE_TAUS` (fraction of runs above each score) and their 95%
     bands, per key of ``scores``."""
     from rliable import library
