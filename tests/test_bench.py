@@ -17,13 +17,14 @@ import jax
 import numpy as np
 import pytest
 import scipy.stats
+from rliable import library, metrics
 
 from reppo.bench import report
 from reppo.bench.harness import BenchError, BenchPlan, plan_bench, reuse_run, run_bench
 from reppo.bench.runners import RunSpec, ppo_schedule, published_config, reppo_config, sac_schedule, union_length
 from reppo.bench.suites import BRAX_EVAL_EPISODES, METHODS, PAPER_TASKS, SUITES, TaskBudget
 from reppo.cli import main
-from reppo.plot import BOOTSTRAP_SEED, N_BOOTSTRAP
+from reppo.plot import BOOTSTRAP_SEED
 
 # --------------------------------------------------------------------------------------------------------------
 # bad input
@@ -36,6 +37,7 @@ from reppo.plot import BOOTSTRAP_SEED, N_BOOTSTRAP
         (["--seeds", "0"], "--seeds 0 must be a positive integer"),
         (["--seeds", "abc"], "--seeds 'abc' must be a positive integer"),
         (["--points=1.5"], "--points '1.5' must be a positive integer"),
+        (["--bootstrap-reps", "0"], "--bootstrap-reps 0 must be a positive integer"),
         (["--methods", "reppo,trpo"], "--methods 'trpo' is not a method; allowed: reppo, ppo, sac"),
         (["--methods", "sac,sac"], "--methods 'sac,sac' must name each method once"),
         (["--tasks", "HopperHop"], "--tasks 'HopperHop' is not a task of the cpu suite; allowed: CartpoleBalance"),
@@ -150,7 +152,12 @@ def test_every_method_evaluates_as_many_episodes_as_brax():
 # statistics of the summary
 
 
-def _random_rows(rng: np.random.Generator, tasks=("A", "B", "C"), seeds=5, points=8) -> list[report.ResultRow]:
+TASKS = ("CartpoleBalance", "ReacherEasy", "CheetahRun")
+REPS = 300
+"""Bootstrap resamples in these tests (the summary's default is reppo.plot.BOOTSTRAP_REPS)."""
+
+
+def _random_rows(rng: np.random.Generator, tasks=TASKS, seeds=5, points=8) -> list[report.ResultRow]:
     rows = []
     for task in tasks:
         for m, method in enumerate(METHODS):
@@ -163,10 +170,11 @@ def _random_rows(rng: np.random.Generator, tasks=("A", "B", "C"), seeds=5, point
     return rows
 
 
-def _bootstrap_numpy(values: np.ndarray) -> tuple[float, float, float]:
-    """Percentile bootstrap of the mean, written out directly: resample seeds, average, take percentiles."""
-    idx = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(values), size=(N_BOOTSTRAP, len(values)))
-    means = values[idx].mean(axis=1)
+def _bootstrap_mean(values: np.ndarray, reps: int = REPS) -> tuple[float, float, float]:
+    """Percentile bootstrap of the mean, written out: each resample draws the seeds' indices from numpy's global
+    generator seeded with BOOTSTRAP_SEED, as rliable's bootstrap does (``np.random.choice``)."""
+    np.random.seed(BOOTSTRAP_SEED)
+    means = [values[np.random.choice(len(values), len(values))].mean() for _ in range(reps)]
     return values.mean(), np.percentile(means, 2.5), np.percentile(means, 97.5)
 
 
@@ -181,17 +189,16 @@ def _brute_force_time_to(rows: list[report.ResultRow], threshold: float):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_summary_statistics_match_independent_computations(seed):
     rng = np.random.default_rng(100 + seed)
-    tasks = ("A", "B", "C")
-    rows = _random_rows(rng, tasks)
-    s = report.summarize(rows, [], tasks=tasks, methods=METHODS, reference={}, reppo_preset="cpu")
-    for task in tasks:
+    rows = _random_rows(rng)
+    s = report.summarize(rows, [], tasks=TASKS, methods=METHODS, reference={}, reppo_preset="cpu", reps=REPS)
+    for task in TASKS:
         finals = {}
         for method in METHODS:
             mine = [r for r in rows if r.task == task and r.method == method]
             last = max(r.env_steps for r in mine)
             values = np.array([r.eval_return for r in mine if r.env_steps == last])
             finals[method] = values
-            mean, lo, hi = _bootstrap_numpy(values)
+            mean, lo, hi = _bootstrap_mean(values)
             st = s.stats[task, method]
             np.testing.assert_allclose([st.mean, st.lo, st.hi], [mean, lo, hi], rtol=1e-12)
             assert st.n == 5 and st.env_steps == last
@@ -201,15 +208,116 @@ def test_summary_statistics_match_independent_computations(seed):
             mine = [r for r in rows if r.task == task and r.method == method]
             assert s.stats[task, method].to_threshold == _brute_force_time_to(mine, 0.9 * best)
     for method in METHODS:
-        scores = [r.eval_return / 1000 for r in rows if r.method == method and r.env_steps == max(
-            x.env_steps for x in rows if x.method == method and x.task == r.task)]  # fmt: skip
-        assert s.iqm[method] == (pytest.approx(scipy.stats.trim_mean(scores, 0.25)), 15)
+        expected = [[finals_of(rows, task, method, seed) / 1000 for task in TASKS] for seed in range(1, 6)]
+        np.testing.assert_allclose(s.scores[method], expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 13, 40])
-def test_iqm_matches_scipy_trim_mean(n):
-    x = np.random.default_rng(n).gamma(2.0, 0.2, n)
-    assert report.iqm(x) == pytest.approx(scipy.stats.trim_mean(x, 0.25))
+def finals_of(rows: list[report.ResultRow], task: str, method: str, seed: int) -> float:
+    """The return of ``seed``'s last evaluation."""
+    mine = [r for r in rows if (r.task, r.method, r.seed) == (task, method, seed)]
+    return max(mine, key=lambda r: r.env_steps).eval_return
+
+
+def _rows_from_scores(scores: dict[str, np.ndarray], rng: np.random.Generator) -> list[report.ResultRow]:
+    """results.csv rows, shuffled, whose final returns are 1000 x ``scores[method]`` (seeds x TASKS) after three
+    earlier evaluations; each method also has a seed that ends on the first task only."""
+    rows = []
+    for method, matrix in scores.items():
+        for i, seed in enumerate([*range(1, len(matrix) + 1), 99]):
+            for t, task in enumerate(TASKS if seed != 99 else TASKS[:1]):
+                final = 1000 * matrix[i, t] if seed != 99 else 1000.0
+                returns = [*rng.uniform(0, 1000, 3), final]
+                rows += [report.ResultRow(task, method, seed, (k + 1) * 2048, k + 1.0, float(r))
+                         for k, r in enumerate(returns)]  # fmt: skip
+    rng.shuffle(rows)
+    return rows
+
+
+def _aggregates(x: np.ndarray) -> np.ndarray:
+    return np.array([metrics.aggregate_iqm(x), metrics.aggregate_median(x), metrics.aggregate_mean(x),
+                     metrics.aggregate_optimality_gap(x)])  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aggregates_and_improvement_equal_rliable_on_fixed_scores(seed):
+    """On fixed synthetic scores (methods with different numbers of seeds, one seed missing tasks), the summary's
+    aggregates and probabilities of improvement equal rliable's own functions called on the score matrices with
+    the same bootstrap seed; the point estimates also equal their definitions written out."""
+    rng = np.random.default_rng(200 + seed)
+    shapes = {"reppo": (5, 2), "ppo": (1, 5), "sac": (2, 2)}  # beta distributions of the normalised scores
+    runs = {"reppo": 5, "ppo": 4, "sac": 7}
+    scores = {m: rng.beta(*shapes[m], (runs[m], len(TASKS))) for m in METHODS}
+    scores["sac"][0] = scores["reppo"][0]  # ties count one half
+    rows = _rows_from_scores(scores, rng)
+    np.random.seed(7)
+    after = np.random.random()
+    np.random.seed(7)
+    s = report.summarize(rows, [], tasks=TASKS, methods=METHODS, reference={}, reppo_preset="cpu", reps=REPS)
+    assert np.random.random() == after  # the caller's global generator is left as it was
+    for m in METHODS:
+        np.testing.assert_allclose(s.scores[m], scores[m], rtol=1e-12)  # seed 99 (one task only) left out
+        np.random.seed(BOOTSTRAP_SEED)
+        point, ci = library.get_interval_estimates({m: scores[m]}, _aggregates, reps=REPS)
+        got = np.array([s.aggregates[m][name] for name in report.AGGREGATES])  # (metric, (value, lo, hi))
+        np.testing.assert_allclose(got[:, 0], point[m], rtol=1e-12)
+        np.testing.assert_allclose(got[:, 1:], ci[m].T, rtol=1e-12)
+        x = scores[m]
+        cut = x.size // 4
+        written_out = [np.sort(x, axis=None)[cut : x.size - cut].mean(), np.median(x.mean(axis=0)), x.mean(),
+                       1 - np.minimum(x, 1).mean()]  # fmt: skip
+        np.testing.assert_allclose(got[:, 0], written_out, rtol=1e-12)
+        assert np.all(got[:, 1] <= got[:, 0]) and np.all(got[:, 0] <= got[:, 2]) and np.all(got[:, 1] < got[:, 2])
+    for peer in ("ppo", "sac"):
+        x, y = scores["reppo"], scores[peer]
+        np.random.seed(BOOTSTRAP_SEED)
+        point, ci = library.get_interval_estimates({peer: [x, y]}, metrics.probability_of_improvement, reps=REPS)
+        np.testing.assert_allclose(s.improvement[peer], [point[peer], *ci[peer][:, 0]], rtol=1e-12)
+        pairs = [np.mean((x[:, t, None] > y[None, :, t]) + 0.5 * (x[:, t, None] == y[None, :, t]))
+                 for t in range(len(TASKS))]  # fmt: skip
+        assert s.improvement[peer][0] == pytest.approx(np.mean(pairs), rel=1e-12)
+
+
+@pytest.mark.parametrize("repeat", range(3))
+def test_intervals_narrow_as_seeds_are_added(repeat):
+    """Every aggregate's interval and the probability of improvement's narrow as seeds are added: 4, 16 and 64
+    seeds per task whose scores spread the same way (normal quantiles around a task level, in a fresh random
+    order per task), so that only the number of seeds changes; 16 times the seeds give at most half the width
+    (about a quarter). The task levels lie apart, so that the median is one task's mean."""
+    rng = np.random.default_rng()
+    level = np.array([0.25, 0.5, 0.75]) + rng.uniform(-0.05, 0.05, len(TASKS))
+    widths = []
+    for k in (4, 16, 64):
+        spread = 0.15 * scipy.stats.norm.ppf((np.arange(k) + 0.5) / k)
+        scores = {m: np.stack([level[t] + shift + rng.permutation(spread) for t in range(len(TASKS))], axis=1)
+                  for m, shift in (("reppo", 0.1), ("sac", -0.1))}  # fmt: skip
+        rows = _rows_from_scores(scores, rng)
+        s = report.summarize(rows, [], tasks=TASKS, methods=("reppo", "sac"), reference={}, reppo_preset="cpu",
+                             reps=REPS)  # fmt: skip
+        assert s.scores["reppo"].shape == (k, len(TASKS))
+        estimates = [s.aggregates["reppo"][name] for name in report.AGGREGATES] + [s.improvement["sac"]]
+        widths.append([hi - lo for _, lo, hi in estimates])
+    widths = np.array(widths)
+    assert np.all(widths[1] < widths[0]) and np.all(widths[2] < widths[1]), widths
+    assert np.all(widths[2] < 0.5 * widths[0]), widths
+
+
+def test_score_matrix_and_normalisation_per_family():
+    rows = [
+        report.ResultRow(task, "reppo", seed, 4096, 1.0, 100.0 * seed + t)
+        for seed in (1, 2, 3)
+        for t, task in enumerate(("CartpoleBalance", "CheetahRun"))
+        if (seed, t) != (2, 1)
+    ]
+    rows.append(report.ResultRow("CartpoleBalance", "reppo", 1, 2048, 0.5, 999.0))  # an earlier evaluation
+    matrix = report.score_matrix(rows, ("CartpoleBalance", "CheetahRun"), "reppo")
+    np.testing.assert_allclose(matrix, [[0.1, 0.101], [0.3, 0.301]])  # seed 2 has no CheetahRun result
+    assert report.score_matrix(rows, ("CartpoleBalance", "CheetahRun"), "sac").shape == (0, 2)
+    assert report.return_scale("PointMass") == 1000.0
+    for task, family in (("G1JoystickFlatTerrain", "locomotion"), ("PandaPickCube", "manipulation"),
+                         ("NoSuchTask", "no Playground family")):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"^task '{task}' \({family}\) has no normalised score; allowed: DM "
+                                             r"Control tasks$"):  # fmt: skip
+            report.score_matrix([dataclasses.replace(rows[0], task=task)], (task,), "reppo")
 
 
 def test_time_to_threshold_not_reached_and_first_crossing():
@@ -221,18 +329,21 @@ def test_time_to_threshold_not_reached_and_first_crossing():
         assert report.time_to_threshold(rows, threshold) == _brute_force_time_to(rows, threshold)
 
 
-def test_summary_markdown_targets_and_reference():
+def test_summary_markdown_targets_reference_and_aggregates():
     rows = [report.ResultRow("CartpoleBalance", m, s, 1000, 1.0, v)
             for m, v in (("reppo", 950.0), ("ppo", 400.0), ("sac", 960.0)) for s in (1, 2)]  # fmt: skip
     reference = {("CartpoleBalance", "reppo"): report.Reference("reppo_small_data", 999.78, 10)}
     s = report.summarize(rows, [], tasks=("CartpoleBalance",), methods=METHODS, reference=reference,
-                         reppo_preset="cpu")  # fmt: skip
+                         reppo_preset="cpu", reps=REPS)  # fmt: skip
     text = report.summary_markdown(s, command="reppo bench --suite cpu")
     assert "999.8 (reppo_small_data, 10 runs)" in text
     assert "CartpoleBalance: REPPO final return >= Brax PPO's: **met (950.0 vs 400.0)**" in text
     assert "CartpoleBalance: REPPO final return >= Brax SAC's: **MISSED (950.0 vs 960.0)**" in text
     assert "REPPO reaches 90% of the published REPPO final return: **met (950.0 vs 899.8)**" in text
     assert "not measured by this suite (REPPO ran the cpu preset)" in text
+    same = "0.950 [0.950, 0.950]"  # both seeds score 0.95: every resample gives the same aggregate
+    assert f"| REPPO | 2 x 1 | {same} | {same} | {same} | 0.050 [0.050, 0.050] |" in text
+    assert "| Brax PPO | 1.000 [1.000, 1.000] |" in text and "| Brax SAC | 0.000 [0.000, 0.000] |" in text
 
 
 def test_reference_file_is_read_as_published_means():
@@ -386,6 +497,82 @@ def test_resume_takes_over_only_runs_finished_with_the_same_settings(method, tmp
 def test_resume_needs_out():
     with pytest.raises(BenchError, match="--resume needs --out"):
         plan_bench(resume=True)
+
+
+def _stored_bench(folder: Path, rng: np.random.Generator, tasks=("CartpoleBalance", "CheetahRun")) -> list:
+    """A bench folder as ``reppo bench`` leaves it: results.csv of REPPO and Brax SAC (2 seeds) on ``tasks``,
+    runs.csv and a summary.md with its command; returns the results' rows."""
+    folder.mkdir()
+    rows = [report.ResultRow(task, method, seed, k * 20_480, k * 10.0, float(rng.uniform(0, 1000)))
+            for task in tasks for method in ("reppo", "sac") for seed in (1, 2) for k in (1, 2, 3)]  # fmt: skip
+    report.write_results(folder / report.RESULTS_FILE, rows)
+    with open(folder / "runs.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["task", "method", "seeds", "status", "budget", "env_steps", "wall_s", "compile_s",
+                         "process_s", "peak_rss_mb", "device_peak_mb", "note"])  # fmt: skip
+        for task in tasks:
+            writer.writerow([task, "reppo", "1-2", "ok", 61440, 61440, 30.0, 12.5, 50.0, 2048.0, "", ""])
+            for seed in (1, 2):
+                writer.writerow([task, "sac", seed, "ok", 61440, 61440, 30.0, 12.5, 50.0, 2048.0, "", "a note"])
+    (folder / report.SUMMARY_FILE).write_text("# Benchmark summary\n\nCommand: `reppo bench --seeds 2 --out x`\n")
+    return [report.ResultRow(r.task, r.method, r.seed, r.env_steps, r.wall_s, round(r.eval_return, 4)) for r in rows]
+
+
+def test_report_only_recomputes_the_summary_and_plots_from_results(tmp_path, capsys):
+    """``reppo bench --report-only --out FOLDER``: tasks and methods from results.csv, run facts from runs.csv, the
+    original command kept; the aggregates are those of :func:`report.summarize` on the stored rows."""
+    from matplotlib.image import imread
+
+    out = tmp_path / "bench"
+    rows = _stored_bench(out, np.random.default_rng())
+    assert main(["bench", "--report-only", "--out", str(out), "--bootstrap-reps", str(REPS)]) == 0
+    assert capsys.readouterr().out.startswith(f"reppo: wrote {out / report.SUMMARY_FILE}")
+    text = (out / report.SUMMARY_FILE).read_text()
+    assert "Command: `reppo bench --seeds 2 --out x`" in text
+    recomputed = f"reppo bench --report-only --suite cpu --bootstrap-reps {REPS} --out {out}"
+    assert f"Summary recomputed from its results.csv and runs.csv: `{recomputed}`" in text
+    assert "| CheetahRun | Brax SAC | 61,440 | 30 | 25 | 2.00 | - | 2 ok |" in text and "SAC seed 2: a note" in text
+    assert "Brax PPO" not in text  # not in results.csv
+    scores = {m: report.score_matrix(rows, ("CartpoleBalance", "CheetahRun"), m) for m in ("reppo", "sac")}
+    for method, name in (("reppo", "REPPO"), ("sac", "Brax SAC")):
+        cells = [
+            f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+            for v, lo, hi in report.aggregate_estimates(scores[method], reps=REPS).values()
+        ]
+        assert f"| {name} | 2 x 2 | {' | '.join(cells)} |" in text
+    value, lo, hi = report.improvement_estimate(scores["reppo"], scores["sac"], reps=REPS)
+    assert f"| Brax SAC | {value:.3f} [{lo:.3f}, {hi:.3f}] |" in text
+    names = [*report.CURVE_FILES, report.PROFILE_FILE, report.AGGREGATES_FILE]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(names)
+    for name in names:
+        image = imread(out / name)
+        assert image.shape[0] > 150 and image.shape[1] > 500 and image[..., :3].std() > 0.05, name
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "--report-only needs --out, the folder of a bench"),
+        (["--out", "{empty}"], "--out '{empty}' has no results.csv; allowed: the folder of a bench"),
+        (["--out", "{bench}", "--seeds", "2"], "--seeds does not apply to --report-only; allowed with it: --out, "),
+        (["--out", "{bench}", "--resume"], "--resume does not apply to --report-only"),
+        (["--out", "{bench}", "--tasks", "ReacherEasy"], "--tasks 'ReacherEasy' has no results in "),
+        (["--out", "{bench}", "--methods", "ppo"], "--methods 'ppo' has no results in "),
+        (["--out", "{bench}", "--bootstrap-reps", "-5"], "--bootstrap-reps -5 must be a positive integer"),
+        (["--out", "{stray}"], "results.csv task 'HopperHop' is not a task of the cpu suite; allowed: CartpoleBalance"),
+    ],
+)
+def test_report_only_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, capsys):
+    folders = {"bench": tmp_path / "bench", "empty": tmp_path / "empty", "stray": tmp_path / "stray"}
+    _stored_bench(folders["bench"], np.random.default_rng(0))
+    _stored_bench(folders["stray"], np.random.default_rng(0), tasks=("CartpoleBalance", "HopperHop"))
+    folders["empty"].mkdir()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(["bench", "--report-only", *[a.format(**folders) for a in args]]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    needle = needle.format(**folders)
+    assert len(lines) == 1 and lines[0].startswith("reppo: error: ") and needle in lines[0], lines
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written
 
 
 @pytest.mark.slow

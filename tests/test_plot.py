@@ -1,4 +1,5 @@
-"""`reppo.plot`: metrics.csv parsing, the mean/interval band, the PNG and the error messages."""
+"""`reppo.plot`: metrics.csv parsing, the mean/interval band (rliable's bootstrap, checked against a bootstrap
+written out here), the PNG and the error messages."""
 
 from __future__ import annotations
 
@@ -91,27 +92,46 @@ def test_load_curves_skips_rows_without_eval_return_and_garbage(tmp_path):
     assert curve.eval_return[-1] == 9.5
 
 
-def test_bootstrap_matches_brute_force():
-    values = np.random.default_rng(1).normal(size=(6, 4)) * [1.0, 2.0, 5.0, 0.1]
-    mean, lo, hi = mean_and_interval(values, "ci95", n_bootstrap=1000, seed=0)
-    idx = np.random.default_rng(0).integers(0, 6, size=(1000, 6))
-    brute = np.array([[values[i, j].mean() for j in range(4)] for i in idx])  # resample by resample
+def _brute_force_band(values: np.ndarray, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap of the mean at each point, resample by resample: rliable's stratified bootstrap draws
+    each cell's seed index from numpy's global generator (``np.random.choice(n, (n, 1 task, points))``)."""
+    n, points = values.shape
+    np.random.seed(seed)
+    means = []
+    for _ in range(reps):
+        idx = np.random.choice(n, (n, 1, points))[:, 0, :]
+        means.append([values[idx[:, j], j].mean() for j in range(points)])
+    return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
+
+
+@pytest.mark.parametrize("n_seeds", [2, 3, 6])
+def test_bootstrap_matches_brute_force(n_seeds):
+    rng = np.random.default_rng()
+    values = rng.normal(size=(n_seeds, 4)) * [1.0, 2.0, 5.0, 0.1]
+    reps, seed = int(rng.integers(50, 400)), int(rng.integers(0, 1000))
+    np.random.seed(12345)
+    after = np.random.random()  # what the caller's global generator gives next
+    np.random.seed(12345)
+    mean, lo, hi = mean_and_interval(values, "ci95", reps=reps, seed=seed)
+    assert np.random.random() == after  # the bootstrap leaves the caller's global generator as it was
+    brute_lo, brute_hi = _brute_force_band(values, reps, seed)
     np.testing.assert_allclose(mean, values.mean(axis=0))
-    np.testing.assert_allclose(lo, np.percentile(brute, 2.5, axis=0), rtol=1e-12)
-    np.testing.assert_allclose(hi, np.percentile(brute, 97.5, axis=0), rtol=1e-12)
-    again = mean_and_interval(values, "ci95")
-    np.testing.assert_array_equal(again[1], lo)  # fixed rng seed: the same band every time
+    np.testing.assert_allclose(lo, brute_lo, rtol=1e-12)
+    np.testing.assert_allclose(hi, brute_hi, rtol=1e-12)
+    assert np.all(lo <= mean) and np.all(mean <= hi)
+    again = mean_and_interval(values, "ci95", reps=reps, seed=seed)
+    np.testing.assert_array_equal(again[1], lo)  # seeded: the same band every time
 
 
 def test_bootstrap_covers_true_mean_and_shrinks_with_more_seeds():
     rng = np.random.default_rng(2)
     # 400 independent data sets as columns; the CI of each should hold the true mean 5.0 about 95% of the time
     small = rng.normal(5.0, 2.0, size=(30, 400))
-    _, lo, hi = mean_and_interval(small, "ci95")
+    _, lo, hi = mean_and_interval(small, "ci95", reps=1000)
     coverage = np.mean((lo <= 5.0) & (5.0 <= hi))
     assert 0.88 <= coverage <= 0.99, coverage
     big = rng.normal(5.0, 2.0, size=(300, 400))
-    _, lo_big, hi_big = mean_and_interval(big, "ci95")
+    _, lo_big, hi_big = mean_and_interval(big, "ci95", reps=1000)
     assert np.median(hi_big - lo_big) < 0.5 * np.median(hi - lo)
     # the width is close to the normal-theory 2 * 1.96 * sigma / sqrt(n)
     np.testing.assert_allclose(np.median(hi_big - lo_big), 2 * 1.96 * 2.0 / np.sqrt(300), rtol=0.15)

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 import tyro
 
+from reppo.plot import BOOTSTRAP_REPS
+
 USAGE = """usage: reppo COMMAND [flags]   (reppo COMMAND --help lists its flags)
 
 commands:
@@ -22,7 +24,7 @@ commands:
   video    render an episode of a run's policy to an MP4
   plot     eval-return curves of runs (against env steps and wall-clock)
   export   write a run's policy as a file that runs without reppo (ONNX)
-  bench    REPPO, Brax PPO and Brax SAC side by side on a suite of tasks
+  bench    REPPO, Brax PPO and Brax SAC side by side on a suite of tasks (--report-only: recompute a summary)
 """
 
 
@@ -295,9 +297,15 @@ class BenchArgs:
     """Output folder (default bench/<suite>__<time>)."""
     resume: bool = False
     """Continue the bench in --out: runs that finished there with the same settings are taken over, the rest run."""
+    report_only: bool = False
+    """Run nothing: recompute summary.md and the plots of the bench in --out from its results.csv and runs.csv
+    (--tasks and --methods default to those in results.csv)."""
+    bootstrap_reps: int = BOOTSTRAP_REPS
+    """Bootstrap resamples of every interval in the summary and plots (rliable's stratified bootstrap, numpy seed
+    0)."""
 
 
-_BENCH_INT_FLAGS = ("--seeds", "--budget", "--points")
+_BENCH_INT_FLAGS = ("--seeds", "--budget", "--points", "--bootstrap-reps")
 
 
 def _bench_int(flag: str, value: str) -> str:
@@ -322,16 +330,36 @@ def _bench_ints(args: list[str]) -> list[str]:
     return out
 
 
+_BENCH_RUN_FLAGS = ("--seeds", "--budget", "--points", "--resume", "--no-resume")
+"""bench flags that only a run uses."""
+
+
 def bench_command(args: list[str]) -> int:
-    from reppo.bench.harness import BenchError, plan_bench, run_bench
+    from pathlib import Path
+
+    from reppo.bench.harness import BenchError, plan_bench, report_bench, run_bench
+    from reppo.bench.report import SUMMARY_FILE
 
     try:
         args = _bench_ints(args)
     except ValueError as exc:
         return _fail(str(exc))
     a = tyro.cli(BenchArgs, args=args, prog="reppo bench")
+    if a.report_only:
+        given = lambda flag: any(arg == flag or arg.startswith(flag + "=") for arg in args)
+        wrong = [flag for flag in _BENCH_RUN_FLAGS if given(flag)]
+        if wrong:
+            return _fail(f"{wrong[0]} does not apply to --report-only; allowed with it: --out, --suite, --tasks, "
+                         "--methods, --bootstrap-reps")  # fmt: skip
+        try:
+            _, paths = report_bench(a.suite, a.methods if given("--methods") else None, a.tasks, a.out,
+                                    a.bootstrap_reps)  # fmt: skip
+        except (BenchError, ValueError, OSError) as exc:
+            return _fail(str(exc))
+        print(f"reppo: wrote {Path(a.out) / SUMMARY_FILE}, " + ", ".join(p.name for p in paths))
+        return 0
     try:
-        plan = plan_bench(a.suite, a.seeds, a.methods, a.tasks, a.budget, a.points, a.out, a.resume)
+        plan = plan_bench(a.suite, a.seeds, a.methods, a.tasks, a.budget, a.points, a.out, a.resume, a.bootstrap_reps)
     except BenchError as exc:
         return _fail(str(exc))
     records = run_bench(plan)

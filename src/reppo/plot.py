@@ -2,6 +2,7 @@
 
 Reads each run's ``metrics.csv`` (one row per evaluation per seed) and draws deterministic eval return against
 environment steps and against wall-clock seconds, one line per group (env or run) with a band over its seeds.
+The 95% band is rliable's percentile bootstrap of the mean (Agarwal et al. 2021), seeded for reproducibility.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import csv
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +24,10 @@ LABEL_BY = ("env", "run")
 RETURN_COLUMN = "eval/episode_return"
 FIGSIZE = (12.0, 4.5)  # inches; at DPI this gives a 1200 x 450 pixel PNG
 DPI = 100
-N_BOOTSTRAP = 1000
+BOOTSTRAP_REPS = 2000
+"""Bootstrap resamples of every interval (rliable's ``reps``)."""
 BOOTSTRAP_SEED = 0
+"""Seed of numpy's global generator during each bootstrap (:func:`seeded_bootstrap`)."""
 
 
 @dataclass(eq=False)
@@ -122,35 +126,49 @@ def load_curves(run_dirs: Sequence[str | Path], *, label_by: str = "env") -> lis
     return curves
 
 
+@contextmanager
+def seeded_bootstrap(seed: int = BOOTSTRAP_SEED) -> Iterator[None]:
+    """Seed numpy's global generator for the block, then restore the caller's state.
+
+    rliable's stratified bootstrap draws its indices with ``np.random.choice`` (the global generator), not from
+    the ``random_state`` it accepts; seeding it is what makes an interval reproducible.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def mean_and_interval(
-    values: np.ndarray, interval: str = "ci95", *, n_bootstrap: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED
+    values: np.ndarray, interval: str = "ci95", *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over axis 0 of ``values`` (n_seeds, n_points) and the band ``(lo, hi)`` around it.
 
-    ``ci95``: percentile bootstrap 95% CI of the mean (``n_bootstrap`` resamples of the seeds, drawn with
-    ``np.random.default_rng(seed).integers(0, n, (n_bootstrap, n))``); ``std``: mean ± ``np.std`` (ddof=0);
-    ``minmax``: min and max. With one seed the band is the mean itself.
+    ``ci95``: rliable's 95% percentile-bootstrap interval of the mean at each point (``get_interval_estimates``
+    of ``aggregate_mean`` on the scores as (n_seeds, 1 task, n_points), ``reps`` resamples of the seeds, under
+    :func:`seeded_bootstrap`); ``std``: mean ± ``np.std`` (ddof=0); ``minmax``: min and max. With one seed the
+    band is the mean itself.
     """
     if interval not in INTERVALS:
         raise ValueError(f"interval={interval!r} is not one of {', '.join(INTERVALS)}")
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] == 0:
         raise ValueError(f"values must have shape (n_seeds >= 1, n_points), got {values.shape}")
-    n = values.shape[0]
     mean = values.mean(axis=0)
-    if n == 1:
+    if values.shape[0] == 1:
         return mean, mean.copy(), mean.copy()
     if interval == "std":
         std = values.std(axis=0)
         return mean, mean - std, mean + std
     if interval == "minmax":
         return mean, values.min(axis=0), values.max(axis=0)
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
-    counts = np.zeros((n_bootstrap, n))
-    np.add.at(counts, (np.repeat(np.arange(n_bootstrap), n), idx.ravel()), 1.0)
-    boot_means = counts @ values / n  # (n_bootstrap, n_points): the mean of each resample
-    lo, hi = np.percentile(boot_means, [2.5, 97.5], axis=0)
-    return mean, lo, hi
+    from rliable import library, metrics
+
+    with seeded_bootstrap(seed):
+        _, ci = library.get_interval_estimates({"": values[:, None, :]}, metrics.aggregate_mean, reps=reps)
+    return mean, ci[""][0], ci[""][1]
 
 
 def _sorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,5 +7,5 @@
 - :mod:`reppo.bench.harness`: validates the request, runs each (task, method) in its own child process (peak host
   RSS from ``os.wait4``), records crashes and carries on, writes ``results.csv`` and ``runs.csv``.
 - :mod:`reppo.bench.report`: the summary (final return with bootstrap interval, time to 90% of the best method,
-  IQM over tasks, the published reference values, the targets) and the curve plots.
-"""
+  rliable's aggregates and probability of improvement over tasks and seeds, the published reference values, the
+  targets), the curve plots and rliable's performance-profile and aggregate plots."""

@@ -34,6 +34,7 @@ from reppo.bench import report
 from reppo.bench.runners import RunSpec, min_budget
 from reppo.bench.suites import EVAL_POINTS, METHOD_NAMES, METHODS, SUITES, Suite
 from reppo.bench.worker import RECORDS_FILE, SPEC_FILE
+from reppo.plot import BOOTSTRAP_REPS
 
 RUNS_FILE = "runs.csv"
 RUN_COLUMNS = (
@@ -59,6 +60,8 @@ class BenchPlan:
     out: Path
     resume: bool = False
     """Take over the runs that finished in ``out`` with the same settings instead of running them again."""
+    bootstrap_reps: int = BOOTSTRAP_REPS
+    """Bootstrap resamples of every interval of the summary and plots."""
 
     def specs(self) -> list[RunSpec]:
         """The runs, in order: per task, per method, REPPO's seeds together and each Brax seed alone."""
@@ -132,14 +135,13 @@ def plan_bench(
     points: int = EVAL_POINTS,
     out: str | Path | None = None,
     resume: bool = False,
+    bootstrap_reps: int = BOOTSTRAP_REPS,
 ) -> BenchPlan:
     """Validate a request (raises :class:`BenchError` with one line) and return its plan. Nothing runs."""
     if suite not in SUITES:
         raise BenchError(f"--suite {suite!r} is not a suite; allowed: {', '.join(SUITES)}")
     the_suite = SUITES[suite]
-    for name, value in (("--seeds", seeds), ("--points", points)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise BenchError(f"{name} {value!r} must be a positive integer")
+    _check_positive(("--seeds", seeds), ("--points", points), ("--bootstrap-reps", bootstrap_reps))
     chosen = _split(methods)
     for method in chosen:
         if method not in METHODS:
@@ -173,7 +175,13 @@ def plan_bench(
             f"--out {str(out_path)!r} already holds a benchmark; allowed: a new or empty folder, or --resume to "
             "continue it"
         )
-    return BenchPlan(the_suite, tuple(names), tuple(chosen), seeds, budgets, points, out_path, resume)
+    return BenchPlan(the_suite, tuple(names), tuple(chosen), seeds, budgets, points, out_path, resume, bootstrap_reps)
+
+
+def _check_positive(*flags: tuple[str, object]) -> None:
+    for name, value in flags:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BenchError(f"{name} {value!r} must be a positive integer")
 
 
 def _peak_rss_mb(usage) -> float:
@@ -301,21 +309,73 @@ def run_bench(plan: BenchPlan, echo: Callable[[str], None] = print) -> list[RunR
         records.append(record)
         report.write_results(plan.out / report.RESULTS_FILE, [row for r in records for row in r.rows])
         write_runs(plan.out / RUNS_FILE, records)
-    summary = report.summarize(
-        report.read_results(plan.out / report.RESULTS_FILE),
-        [r.facts() for r in records],
-        tasks=plan.tasks,
-        methods=plan.methods,
-        reference=report.load_reference(),
-        reppo_preset=plan.suite.reppo_preset,
-    )
-    text = report.summary_markdown(summary, command=_command(plan))
-    (plan.out / report.SUMMARY_FILE).write_text(text)
+    text, _ = report.write_report(plan.out, [r.facts() for r in records], tasks=plan.tasks, methods=plan.methods,
+                                  reppo_preset=plan.suite.reppo_preset, command=_command(plan),
+                                  reps=plan.bootstrap_reps)  # fmt: skip
     echo(text)
-    report.plot_suite(report.read_results(plan.out / report.RESULTS_FILE), plan.out, tasks=plan.tasks,
-                      methods=plan.methods)  # fmt: skip
     echo(f"reppo bench: wrote {plan.out}/{report.RESULTS_FILE}, {RUNS_FILE}, {report.SUMMARY_FILE} and plots")
     return records
+
+
+def read_run_facts(path: Path) -> list[report.RunFacts]:
+    """The runs of a ``runs.csv`` as the summary takes them ([] when there is none)."""
+    number = lambda cell: float(cell) if cell else None
+    return [report.RunFacts(r["task"], r["method"], r["seeds"], r["status"], number(r["compile_s"]),
+                            float(r["peak_rss_mb"]), number(r["device_peak_mb"]), r["note"])
+            for r in read_runs(path).values()]  # fmt: skip
+
+
+def report_bench(
+    suite: str = "cpu",
+    methods: str | None = None,
+    tasks: str | None = None,
+    out: str | Path | None = None,
+    bootstrap_reps: int = BOOTSTRAP_REPS,
+) -> tuple[str, list[Path]]:
+    """Recompute summary.md and the plots of the bench in ``out`` from its results.csv and runs.csv
+    (``reppo bench --report-only``); nothing runs. ``tasks`` and ``methods`` default to those in results.csv, in
+    the suite's order. Raises :class:`BenchError` with one line for a bad request."""
+    if suite not in SUITES:
+        raise BenchError(f"--suite {suite!r} is not a suite; allowed: {', '.join(SUITES)}")
+    _check_positive(("--bootstrap-reps", bootstrap_reps))
+    if out is None:
+        raise BenchError("--report-only needs --out, the folder of a bench (with its results.csv)")
+    out = Path(out)
+    if not (out / report.RESULTS_FILE).is_file():
+        raise BenchError(f"--out {str(out)!r} has no {report.RESULTS_FILE}; allowed: the folder of a bench")
+    the_suite = SUITES[suite]
+    rows = report.read_results(out / report.RESULTS_FILE)
+    if not rows:
+        raise BenchError(f"--out {str(out)!r}: {report.RESULTS_FILE} has no evaluation rows")
+    stored_tasks = {r.task for r in rows}
+    stray = sorted(stored_tasks - set(the_suite.task_names))
+    if stray:
+        raise BenchError(f"{report.RESULTS_FILE} task {stray[0]!r} is not a task of the {suite} suite; allowed: "
+                         f"{', '.join(the_suite.task_names)} (or another --suite)")  # fmt: skip
+    chosen = {}
+    for flag, value, allowed, stored in (("--tasks", tasks, the_suite.task_names, stored_tasks),
+                                         ("--methods", methods, METHODS, {r.method for r in rows})):  # fmt: skip
+        names = _split(value) if value is not None else [n for n in allowed if n in stored]
+        for name in names:
+            if name not in allowed or name not in stored:
+                raise BenchError(f"{flag} {name!r} has no results in {out / report.RESULTS_FILE}; allowed: "
+                                 f"{', '.join(n for n in allowed if n in stored)}")  # fmt: skip
+        if not names or len(set(names)) != len(names):
+            raise BenchError(f"{flag} {value!r} must name each once; allowed: {', '.join(allowed)}")
+        chosen[flag] = tuple(names)
+    previous = (out / report.SUMMARY_FILE).read_text() if (out / report.SUMMARY_FILE).is_file() else ""
+    prefix = "Command: `"
+    command = next((x[len(prefix) : -1] for x in previous.splitlines() if x.startswith(prefix) and x.endswith("`")), "")
+    recomputed_by = f"reppo bench --report-only --suite {suite}"
+    if tasks is not None:
+        recomputed_by += f" --tasks {','.join(chosen['--tasks'])}"
+    if methods is not None:
+        recomputed_by += f" --methods {','.join(chosen['--methods'])}"
+    if bootstrap_reps != BOOTSTRAP_REPS:
+        recomputed_by += f" --bootstrap-reps {bootstrap_reps}"
+    return report.write_report(out, read_run_facts(out / RUNS_FILE), tasks=chosen["--tasks"],
+                               methods=chosen["--methods"], reppo_preset=the_suite.reppo_preset, command=command,
+                               recomputed_by=f"{recomputed_by} --out {out}", reps=bootstrap_reps)  # fmt: skip
 
 
 def _command(plan: BenchPlan) -> str:
@@ -329,6 +389,8 @@ def _command(plan: BenchPlan) -> str:
         parts.append(f"--budget {plan.budgets[plan.tasks[0]]}")
     if plan.points != EVAL_POINTS:
         parts.append(f"--points {plan.points}")
+    if plan.bootstrap_reps != BOOTSTRAP_REPS:
+        parts.append(f"--bootstrap-reps {plan.bootstrap_reps}")
     if plan.resume:
         parts.append("--resume")
     return " ".join(parts) + f" --out {plan.out}"

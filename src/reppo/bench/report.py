@@ -1,14 +1,19 @@
-"""What ``reppo bench`` reports: results.csv, the summary (Markdown, also printed) and the curve plots.
+"""What ``reppo bench`` reports: results.csv, the summary (Markdown, also printed) and the plots.
 
 Definitions (per task and method, over seeds):
 
 - final return: each seed's last evaluation (no evaluation is past the budget); mean and 95% percentile bootstrap
-  interval of the mean (:func:`reppo.plot.mean_and_interval`).
+  interval of the mean (:func:`reppo.plot.mean_and_interval`, through rliable).
 - time to 90%: the first evaluation at which the mean return over seeds reaches 90% of the best method's final
   mean on that task; its env steps and the mean over seeds of its compile-free wall-clock seconds ("not reached"
   when the method never gets there).
-- aggregate: interquartile mean (the mean of the middle 50%, ``floor(n/4)`` cut from each end) of final
-  return / 1000 over all (task, seed) pairs of a method.
+- aggregates over tasks and seeds (rliable, Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
+  Precipice"): the normalised final scores of a method form a (seeds x tasks) matrix (:data:`RETURN_SCALES`;
+  the seeds with a final return on every task). IQM, median, mean and optimality gap (``rliable.metrics``), the
+  probability that REPPO beats each peer on a task (averaged over tasks), and the performance profile (fraction
+  of runs above each score), each with rliable's stratified-bootstrap 95% interval (seeds resampled within each
+  task; :data:`~reppo.plot.BOOTSTRAP_REPS` resamples; numpy's global generator seeded with
+  :data:`~reppo.plot.BOOTSTRAP_SEED` for each method or pair, so every interval is reproducible).
 - published reference: ``mean_final_return`` of ``../shared/reference/dmc_final_returns.csv`` (the mean over the
   released runs of the paper, GPU, 50M env steps). REPPO is compared with ``reppo_small_data`` (1024 envs x 32
   steps, the ``paper-small`` preset); Brax PPO with ``brax_ppo`` and Brax SAC with ``brax_sac_5M`` where the file
@@ -26,10 +31,21 @@ from pathlib import Path
 import numpy as np
 
 from reppo.bench.suites import METHOD_NAMES, METHODS
-from reppo.plot import _resample, mean_and_interval
+from reppo.plot import BOOTSTRAP_REPS, BOOTSTRAP_SEED, _resample, mean_and_interval, seeded_bootstrap
 
 RESULTS_FILE = "results.csv"
 SUMMARY_FILE = "summary.md"
+CURVE_FILES = ("curves_env_steps.png", "curves_wall_s.png")
+PROFILE_FILE = "performance_profile.png"
+AGGREGATES_FILE = "aggregates.png"
+RETURN_SCALES = {"DM Control": 1000.0}
+"""Normalised score = final return / scale, per MuJoCo Playground family. DM Control: a reward in [0, 1] per step
+over 1000-step episodes, so a return in [0, 1000]. Locomotion and manipulation have none: their returns sum
+weighted reward terms with no fixed range (and the bench's peers have published settings for DM Control only)."""
+AGGREGATES = ("IQM", "median", "mean", "optimality gap")
+"""rliable's aggregate metrics, in the order of the summary (``rliable.metrics.aggregate_*``)."""
+PROFILE_TAUS = np.linspace(0.0, 1.0, 101)
+"""Normalised scores at which the performance profile is evaluated."""
 RESULT_COLUMNS = ("task", "method", "seed", "env_steps", "wall_s", "eval_return")
 THRESHOLD = 0.9
 """Time-to-return threshold, as a fraction of the best method's final mean return on the task."""
@@ -96,6 +112,10 @@ class MethodStats:
     runs: list[RunFacts] = field(default_factory=list)
 
 
+Estimate = tuple[float, float, float]
+"""A point estimate and its 95% interval: (value, lo, hi)."""
+
+
 @dataclass
 class Summary:
     tasks: tuple[str, ...]
@@ -103,11 +123,17 @@ class Summary:
     stats: dict[tuple[str, str], MethodStats]
     best: dict[str, float]
     """Best final mean return per task (the time-to-90% reference)."""
-    iqm: dict[str, tuple[float, int]]
-    """Per method: IQM of final return / 1000 over (task, seed), and how many scores."""
+    scores: dict[str, np.ndarray]
+    """Per method: normalised final scores, (seeds x tasks), the seeds with a final return on every task."""
+    aggregates: dict[str, dict[str, Estimate]]
+    """Per method: each of :data:`AGGREGATES` of its ``scores``."""
+    improvement: dict[str, Estimate]
+    """Per peer: probability of improvement of REPPO over it."""
     reference: dict[tuple[str, str], Reference]
-    targets: list[tuple[str, str]]
+    targets: list[tuple[str, str]] = field(default_factory=list)
     """(target, outcome) lines."""
+    reps: int = BOOTSTRAP_REPS
+    seed: int = BOOTSTRAP_SEED
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -145,17 +171,70 @@ def final_rows(rows: Iterable[ResultRow]) -> list[ResultRow]:
     return [last[s] for s in sorted(last)]
 
 
-def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+def mean_ci(values: Sequence[float], *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED) -> Estimate:
     """Mean and 95% percentile-bootstrap interval of the mean of ``values`` (seeds)."""
-    mean, lo, hi = mean_and_interval(np.asarray(values, np.float64)[:, None], "ci95")
+    mean, lo, hi = mean_and_interval(np.asarray(values, np.float64)[:, None], "ci95", reps=reps, seed=seed)
     return float(mean[0]), float(lo[0]), float(hi[0])
 
 
-def iqm(values: Sequence[float]) -> float:
-    """Interquartile mean: the mean of the sorted values without the lowest and highest ``floor(n / 4)``."""
-    x = np.sort(np.asarray(values, np.float64))
-    cut = len(x) // 4
-    return float(x[cut : len(x) - cut].mean())
+def return_scale(task: str) -> float:
+    """The return that normalises ``task``'s scores to 1 (:data:`RETURN_SCALES`); ValueError for other families."""
+    from mujoco_playground import dm_control_suite, locomotion, manipulation
+
+    families = {"DM Control": dm_control_suite, "locomotion": locomotion, "manipulation": manipulation}
+    family = next((name for name, module in families.items() if task in module.ALL_ENVS), "no Playground family")
+    if family not in RETURN_SCALES:
+        raise ValueError(f"task {task!r} ({family}) has no normalised score; allowed: {', '.join(RETURN_SCALES)} "
+                         "tasks")  # fmt: skip
+    return RETURN_SCALES[family]
+
+
+def score_matrix(rows: Iterable[ResultRow], tasks: Sequence[str], method: str) -> np.ndarray:
+    """``method``'s normalised final scores as rliable takes them, (seeds x tasks): the seeds that have a final
+    return on every task, in seed order (shape (0, len(tasks)) when there is none)."""
+    finals = {t: {r.seed: r.eval_return for r in final_rows(r for r in rows if r.task == t and r.method == method)}
+              for t in tasks}  # fmt: skip
+    seeds = sorted(set.intersection(*(set(f) for f in finals.values()))) if tasks else []
+    return np.array([[finals[t][s] / return_scale(t) for t in tasks] for s in seeds]).reshape(len(seeds), len(tasks))
+
+
+def aggregate_estimates(
+    scores: np.ndarray, *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+) -> dict[str, Estimate]:
+    """:data:`AGGREGATES` of a (seeds x tasks) score matrix with rliable's stratified-bootstrap 95% intervals."""
+    from rliable import library, metrics
+
+    funcs = (metrics.aggregate_iqm, metrics.aggregate_median, metrics.aggregate_mean, metrics.aggregate_optimality_gap)
+    with seeded_bootstrap(seed):
+        point, ci = library.get_interval_estimates({"": scores}, lambda x: np.array([f(x) for f in funcs]), reps=reps)
+    return {name: (float(point[""][i]), float(ci[""][0, i]), float(ci[""][1, i])) for i, name in enumerate(AGGREGATES)}
+
+
+def improvement_estimate(
+    x: np.ndarray, y: np.ndarray, *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+) -> Estimate:
+    """rliable's probability of improvement of X over Y (score matrices over the same tasks) with its 95%
+    interval (the runs of X and of Y resampled independently within each task)."""
+    from rliable import library, metrics
+
+    with seeded_bootstrap(seed):
+        point, ci = library.get_interval_estimates({"": [x, y]}, metrics.probability_of_improvement, reps=reps)
+    return float(point[""]), float(ci[""][0, 0]), float(ci[""][1, 0])
+
+
+def performance_profiles(
+    scores: dict[str, np.ndarray], *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """rliable's score distributions at :data:`PROFILE_TAUS` (fraction of runs above each score) and their 95%
+    bands, per key of ``scores``."""
+    from rliable import library
+
+    profiles, bands = {}, {}
+    for name, matrix in scores.items():
+        with seeded_bootstrap(seed):
+            profile, band = library.create_performance_profile({name: matrix}, PROFILE_TAUS, reps=reps)
+        profiles[name], bands[name] = profile[name], band[name]
+    return profiles, bands
 
 
 def mean_curve(rows: Iterable[ResultRow]) -> list[tuple[int, float, float]]:
@@ -212,8 +291,10 @@ def summarize(
     methods: Sequence[str],
     reference: dict[tuple[str, str], Reference],
     reppo_preset: str,
+    reps: int = BOOTSTRAP_REPS,
+    seed: int = BOOTSTRAP_SEED,
 ) -> Summary:
-    """Statistics, aggregate and target outcomes of a benchmark."""
+    """Statistics, aggregates and target outcomes of a benchmark (``reps`` and ``seed``: every bootstrap's)."""
     stats: dict[tuple[str, str], MethodStats] = {}
     for task in tasks:
         for method in methods:
@@ -222,7 +303,7 @@ def summarize(
             finals = final_rows(mine)
             if finals:
                 s.n = len(finals)
-                s.mean, s.lo, s.hi = mean_ci([r.eval_return for r in finals])
+                s.mean, s.lo, s.hi = mean_ci([r.eval_return for r in finals], reps=reps, seed=seed)
                 s.env_steps = max(r.env_steps for r in finals)
                 s.wall_s = float(np.mean([r.wall_s for r in finals]))
     best = {t: max((stats[t, m].mean for m in methods if stats[t, m].n), default=math.nan) for t in tasks}
@@ -231,13 +312,15 @@ def summarize(
             if stats[task, method].n and math.isfinite(best[task]):
                 mine = [r for r in rows if r.task == task and r.method == method]
                 stats[task, method].to_threshold = time_to_threshold(mine, THRESHOLD * best[task])
-    aggregate = {}
-    for method in methods:
-        finals = [final_rows(r for r in rows if r.task == t and r.method == method) for t in tasks]
-        scores = [r.eval_return / 1000 for task_finals in finals for r in task_finals]
-        if scores:
-            aggregate[method] = (iqm(scores), len(scores))
-    summary = Summary(tuple(tasks), tuple(methods), stats, best, aggregate, reference, [])
+    scores = {m: score_matrix(rows, tasks, m) for m in methods}
+    scores = {m: x for m, x in scores.items() if len(x)}
+    aggregates = {m: aggregate_estimates(x, reps=reps, seed=seed) for m, x in scores.items()}
+    improvement = {}
+    if "reppo" in scores:
+        improvement = {m: improvement_estimate(scores["reppo"], x, reps=reps, seed=seed) for m, x in scores.items()
+                       if m != "reppo"}  # fmt: skip
+    summary = Summary(tuple(tasks), tuple(methods), stats, best, scores, aggregates, improvement, reference, reps=reps,
+                      seed=seed)  # fmt: skip
     summary.targets = _targets(summary, reppo_preset)
     return summary
 
@@ -293,12 +376,19 @@ def _num(value: float | None, digits: int = 0) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
 
 
-def summary_markdown(s: Summary, command: str = "") -> str:
-    """The summary as Markdown: final returns, time to 90%, cost per run, aggregate, targets, notes."""
+def _estimate(e: Estimate) -> str:
+    return f"{e[0]:.3f} [{e[1]:.3f}, {e[2]:.3f}]"
+
+
+def summary_markdown(s: Summary, command: str = "", recomputed_by: str = "") -> str:
+    """The summary as Markdown: final returns, time to 90%, cost per run, aggregates, targets, notes.
+    ``command``: the bench that wrote the results; ``recomputed_by``: the command that recomputed this summary."""
     names = [METHOD_NAMES[m] for m in s.methods]
     out = ["# Benchmark summary", ""]
     if command:
         out += [f"Command: `{command}`", ""]
+    if recomputed_by:
+        out += [f"Summary recomputed from its results.csv and runs.csv: `{recomputed_by}`", ""]
     show_ref = "reppo" in s.methods
     out += ["## Final deterministic eval return", "",
             "Mean over seeds [95% bootstrap CI of the mean] (n seeds), at the env steps given below."
@@ -340,11 +430,26 @@ def summary_markdown(s: Summary, command: str = "") -> str:
                 _num(None if rss is None else rss / 1024, 2), _num(max(dev) / 1024 if dev else None, 2),
                 f"{len(st.runs) - failed} ok" + (f", {failed} failed" if failed else ""),
             ]) + " |")  # fmt: skip
-    out += ["", "## Aggregate: interquartile mean of final return / 1000 over tasks and seeds", ""]
-    out += ["| method | IQM | scores |", "|---|---|---|"]
+    scales = ", ".join(f"/ {scale:g} ({family})" for family, scale in RETURN_SCALES.items())
+    out += ["", "## Aggregates over tasks and seeds (rliable)", "",
+            f"Normalised score: final return {scales}. Point estimate [95% stratified-bootstrap interval] of "
+            "rliable's `aggregate_iqm`, `aggregate_median` (of the task means), `aggregate_mean` and "
+            "`aggregate_optimality_gap` (1 - mean of min(score, 1); lower is better) over the seeds that have a "
+            f"final return on every task; {s.reps:,} resamples of the seeds within each task, numpy seed {s.seed}.",
+            ""]  # fmt: skip
+    out += ["| method | seeds x tasks | " + " | ".join(AGGREGATES) + " |", "|" + "---|" * (len(AGGREGATES) + 2)]
     for m in s.methods:
-        value, n = s.iqm.get(m, (math.nan, 0))
-        out.append(f"| {METHOD_NAMES[m]} | {_num(value, 3)} | {n} |")
+        if m in s.aggregates:
+            cells = [f"{len(s.scores[m])} x {len(s.tasks)}"] + [_estimate(s.aggregates[m][a]) for a in AGGREGATES]
+        else:
+            cells = ["0"] + ["no seed with a final return on every task"] * len(AGGREGATES)
+        out.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
+    if s.improvement:
+        out += ["", "Probability of improvement: the probability that a REPPO run scores above a peer's run on the "
+                "same task, averaged over tasks (rliable's `probability_of_improvement`), [95% interval] with the "
+                "runs of each method resampled within each task.", "",
+                "| REPPO over | probability of improvement |", "|---|---|"]  # fmt: skip
+        out += [f"| {METHOD_NAMES[m]} | {_estimate(e)} |" for m, e in s.improvement.items()]
     if s.targets:
         out += ["", "## Targets", ""] + [f"- {name}: **{outcome}**" for name, outcome in s.targets]
     notes = sorted({(f.task, METHOD_NAMES[f.method], f.seeds, f.note) for st in s.stats.values() for f in st.runs
@@ -358,7 +463,14 @@ def summary_markdown(s: Summary, command: str = "") -> str:
 # plots
 
 
-def plot_suite(rows: Sequence[ResultRow], out_dir: Path, *, tasks: Sequence[str], methods: Sequence[str]) -> list[Path]:
+def plot_suite(
+    rows: Sequence[ResultRow],
+    out_dir: Path,
+    *,
+    tasks: Sequence[str],
+    methods: Sequence[str],
+    reps: int = BOOTSTRAP_REPS,
+) -> list[Path]:
     """``curves_env_steps.png`` and ``curves_wall_s.png``: one panel per task, per method the mean over seeds
     with its 95% bootstrap band (seeds resampled onto a common grid where their points differ)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -387,7 +499,7 @@ def plot_suite(rows: Sequence[ResultRow], out_dir: Path, *, tasks: Sequence[str]
                     x, values = xs[0][order], ys[0][order][None]
                 else:
                     x, values = _resample(xs, ys, grid)
-                mean, lo, hi = mean_and_interval(values, "ci95")
+                mean, lo, hi = mean_and_interval(values, "ci95", reps=reps)
                 color = f"C{METHODS.index(method)}"
                 ax.plot(x, mean, color=color, label=f"{METHOD_NAMES[method]} (n={len(xs)})", marker="o", markersize=3)
                 ax.fill_between(x, lo, hi, color=color, alpha=0.25, linewidth=0)
@@ -404,3 +516,65 @@ def plot_suite(rows: Sequence[ResultRow], out_dir: Path, *, tasks: Sequence[str]
         fig.savefig(path, format="png")
         paths.append(path)
     return paths
+
+
+def plot_statistics(s: Summary, out_dir: Path) -> list[Path]:
+    """``performance_profile.png`` (rliable's score distributions with 95% bands) and ``aggregates.png``
+    (rliable's interval plot of :data:`AGGREGATES`) of the methods in ``s.scores``; none when it is empty."""
+    if not s.scores:
+        return []
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from rliable import plot_utils
+
+    names = {m: METHOD_NAMES[m] for m in s.scores}
+    colors = {names[m]: f"C{METHODS.index(m)}" for m in s.scores}
+    profiles, bands = performance_profiles({names[m]: x for m, x in s.scores.items()}, reps=s.reps, seed=s.seed)
+    fig = Figure(figsize=(7.0, 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    plot_utils.plot_performance_profiles(
+        profiles, PROFILE_TAUS, performance_profile_cis=bands, colors=colors, ax=ax, legend=True,
+        xlabel=r"normalised score $\tau$", ylabel=r"fraction of runs with score > $\tau$", labelsize="medium",
+        ticklabelsize="medium", legendsize="medium",
+    )  # fmt: skip
+    runs = ", ".join(f"{names[m]} {len(x)} x {len(s.tasks)}" for m, x in s.scores.items())
+    ax.set_title(f"performance profile, seeds x tasks: {runs}\nband: 95% stratified-bootstrap CI", fontsize="small")
+    profile_path = out_dir / PROFILE_FILE
+    fig.savefig(profile_path, format="png")
+
+    table = {names[m]: np.array([s.aggregates[m][a] for a in AGGREGATES]) for m in s.scores}  # (metrics, 3)
+    points = {name: t[:, 0] for name, t in table.items()}
+    intervals = {name: t[:, 1:].T for name, t in table.items()}
+    fig, _ = plot_utils.plot_interval_estimates(points, intervals, list(AGGREGATES), list(points), colors=colors,
+                                                xlabel="normalised score (95% stratified-bootstrap CI)",
+                                                row_height=0.6, xlabel_y_coordinate=-0.3)  # fmt: skip
+    aggregates_path = out_dir / AGGREGATES_FILE
+    try:
+        fig.savefig(aggregates_path, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return [profile_path, aggregates_path]
+
+
+def write_report(
+    out_dir: Path,
+    runs: Sequence[RunFacts],
+    *,
+    tasks: Sequence[str],
+    methods: Sequence[str],
+    reppo_preset: str,
+    command: str = "",
+    recomputed_by: str = "",
+    reps: int = BOOTSTRAP_REPS,
+) -> tuple[str, list[Path]]:
+    """Summarise ``out_dir``'s results.csv (``reps`` bootstrap resamples per interval): write summary.md, the curves
+    and the statistics plots there; return the summary text and the plots' paths."""
+    rows = read_results(out_dir / RESULTS_FILE)
+    summary = summarize(rows, runs, tasks=tasks, methods=methods, reference=load_reference(),
+                        reppo_preset=reppo_preset, reps=reps)  # fmt: skip
+    text = summary_markdown(summary, command=command, recomputed_by=recomputed_by)
+    (out_dir / SUMMARY_FILE).write_text(text)
+    paths = plot_suite(rows, out_dir, tasks=tasks, methods=methods, reps=reps) + plot_statistics(summary, out_dir)
+    return text, paths
