@@ -13,7 +13,7 @@
 #
 #   bash scripts/gpu-evidence.sh [--budget-min 12] [--out DIR] [--work DIR] [--bundle DIR] [--tiny]
 #
-# --budget-min  device minutes for everything (default 12; 5 with --tiny)
+# --budget-min  device minutes for everything (default 12; 10 with --tiny, a time limit there)
 # --out         output folder (default $OUT/gpu-evidence when $OUT is set, else bench/gpu-evidence__<time>)
 # --work        run folders, checkpoints, TensorBoard (default a new folder under ${TMPDIR:-/tmp})
 # --bundle      wheels, reference returns and robot models built by scripts/build-gpu-bundle.sh (default
@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -z "$budget" ]; then
-  if [ "$profile" = "tiny" ]; then budget=5; else budget=12; fi
+  if [ "$profile" = "tiny" ]; then budget=10; else budget=12; fi
 fi
 [[ "$budget" =~ ^[0-9]+([.][0-9]+)?$ ]] && awk -v b="$budget" 'BEGIN { exit !(b > 0) }' ||
   fail "--budget-min '$budget' must be a positive number of minutes"

@@ -305,5 +305,5 @@ def test_tiny_kit_writes_a_well_formed_folder(tmp_path):
     log = (out / evidence.LOG_FILE).read_text()
     assert "gpu-evidence: tiny profile" in log and "used" in log.splitlines()[-1]
     meta = json.loads((work / evidence.META_FILE).read_text())
-    assert meta["profile"] == "tiny" and meta["budget_min"] == 5.0
+    assert meta["profile"] == "tiny" and meta["budget_min"] == 10.0
     assert took < 600

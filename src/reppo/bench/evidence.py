@@ -99,6 +99,10 @@ class Rates:
     """One evaluation of a REPPO run."""
     extra_seed: float
     """Cost of each seed beyond the first in the same program, as a fraction of the first seed's."""
+    t1_fixed_s: float
+    """Start-up and compilation of the T1 run (a humanoid with contacts: a larger program than DM Control's)."""
+    t1_eval_s: float
+    """One evaluation of the T1 run."""
     ppo_sps: float
     """Brax PPO env steps/s at its published settings."""
     ppo_fixed_s: float
@@ -129,6 +133,8 @@ class Profile:
     t1_box_s: float
     """Seconds the T1 run may take (its env steps are what fits); 0: the profile does not run T1."""
     t1_max_steps: int
+    t1_points: int
+    """Evaluations of the T1 run (each costs more than a DM Control one)."""
     ppo_steps: int
     ppo_overrides: dict[str, Any]
     points: int
@@ -151,12 +157,22 @@ GPU_RATES = Rates(
     reppo_fixed_s=60.0,  # start-up and imports (~10 s) + compile (38 s measured for CartpoleBalance) + eval compile
     eval_s=2.0,  # 128 episodes of 1000 steps (a rollout step of 1024 envs took 0.65 ms on the H100)
     extra_seed=0.6,  # assumed: one seed leaves the H100 mostly idle (31 % of its matmul rate in the update)
+    t1_fixed_s=150.0,  # assumed
+    t1_eval_s=8.0,  # assumed
     ppo_sps=250_000.0,
     ppo_fixed_s=90.0,
     finalize_s=30.0,
 )
 TINY_RATES = Rates(
-    reppo_sps={}, reppo_fixed_s=30.0, eval_s=1.0, extra_seed=1.0, ppo_sps=1_000.0, ppo_fixed_s=30.0, finalize_s=15.0
+    reppo_sps={},
+    reppo_fixed_s=30.0,
+    eval_s=1.0,
+    extra_seed=1.0,
+    t1_fixed_s=60.0,
+    t1_eval_s=2.0,
+    ppo_sps=1_000.0,
+    ppo_fixed_s=30.0,
+    finalize_s=15.0,
 )
 
 PROFILES: dict[str, Profile] = {
@@ -170,6 +186,7 @@ PROFILES: dict[str, Profile] = {
         t1_overrides={"eval_envs": 128, "critic_width": 1024},
         t1_box_s=300.0,
         t1_max_steps=20_000_000,
+        t1_points=4,
         ppo_steps=9_830_400,  # published PPO's first evaluation: 1024 x 32 x 30 env steps per update, 10 per eval
         ppo_overrides={},
         points=10,
@@ -204,6 +221,7 @@ PROFILES: dict[str, Profile] = {
         },  # fmt: skip
         t1_box_s=0.0,  # loading and compiling T1 take minutes on a 2-core CPU: the gpu profile runs it
         t1_max_steps=128,
+        t1_points=1,
         ppo_steps=256,
         ppo_overrides={
             "num_envs": 16,
@@ -217,7 +235,7 @@ PROFILES: dict[str, Profile] = {
         },  # fmt: skip
         points=2,
         rates=TINY_RATES,
-        default_budget_min=5.0,
+        default_budget_min=10.0,  # a time limit more than a plan: the tiny runs take 1-2 minutes on a quiet CPU
     ),
 }
 
@@ -269,14 +287,15 @@ def estimate_s(unit: Unit, rates: Rates, scale: float = 1.0) -> float:
         return rates.ppo_fixed_s + unit.steps / rates.ppo_sps
     sps = rates.reppo_sps.get(unit.task, min(rates.reppo_sps.values(), default=5_000.0))
     seeds = 1 + rates.extra_seed * (unit.seeds - 1)
-    return scale * (rates.reppo_fixed_s + (unit.points + 1) * rates.eval_s + unit.steps * seeds / sps)
+    fixed, eval_s = (rates.t1_fixed_s, rates.t1_eval_s) if unit.task == T1_TASK else (rates.reppo_fixed_s, rates.eval_s)
+    return scale * (fixed + (unit.points + 1) * eval_s + unit.steps * seeds / sps)
 
 
 def t1_steps(profile: Profile, box_s: float, scale: float) -> int:
     """T1's env steps: what fits ``box_s`` after its fixed costs, whole iterations, at most ``t1_max_steps``."""
     rates = profile.rates
     sps = rates.reppo_sps.get(T1_TASK, 5_000.0)
-    train_s = box_s / scale - rates.reppo_fixed_s - (profile.points + 1) * rates.eval_s
+    train_s = box_s / scale - rates.t1_fixed_s - (profile.t1_points + 1) * rates.t1_eval_s
     batch = batch_size(profile.reppo_preset, profile.t1_overrides)
     return min(whole_iterations(max(train_s, 0.0) * sps, batch), profile.t1_max_steps)
 
@@ -389,7 +408,7 @@ class Orchestrator:
 
     def run_t1(self) -> None:
         p = self.profile
-        unit = Unit("t1", T1_TASK, "reppo", 1, 0, p.reppo_preset, p.t1_overrides, points=p.points)
+        unit = Unit("t1", T1_TASK, "reppo", 1, 0, p.reppo_preset, p.t1_overrides, points=p.t1_points)
         if p.t1_box_s <= 0:
             self.skip(unit, None, f"the {p.name} profile does not run {T1_TASK} (its compilation alone takes minutes "
                                   "on a CPU)")  # fmt: skip
@@ -704,6 +723,7 @@ def plot_throughput(runs: Sequence[Run], path: Path) -> None:
     labels = [f"{t['task']} {'REPPO' if t['method'] == 'reppo' else 'Brax PPO'} x{t['seeds']}" for t in tp]
     ax.barh(range(len(tp)), [t["per_seed"] for t in tp], color=["C0" if t["method"] == "reppo" else "C1" for t in tp])
     ax.set_yticks(range(len(tp)), labels)
+    ax.invert_yaxis()  # in the order the runs ran, top to bottom
     ax.set(xlabel="env steps/s per seed (compile and evaluation excluded)", title="throughput on this device")
     if not tp:
         ax.text(0.5, 0.5, "no run finished", ha="center", va="center", transform=ax.transAxes)
