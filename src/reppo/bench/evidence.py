@@ -491,6 +491,12 @@ def _unit(values: dict[str, Any]) -> Unit:
     return Unit(**values)
 
 
+def _row(spec: RunSpec, seed: int, env_steps: int, wall_s: float, eval_return: float) -> report.ResultRow:
+    """A results.csv row, rounded as the file writes it, so that every figure of the summary is the file's."""
+    return report.ResultRow(spec.task, spec.method, int(seed), int(env_steps), round(float(wall_s), 3),
+                            round(float(eval_return), 4))  # fmt: skip
+
+
 def _rows_of(folder: Path, spec: RunSpec) -> tuple[list[report.ResultRow], str]:
     """The evaluations a run recorded; for a REPPO run stopped before its end (its records come at the end), the
     rows of its ``metrics.csv``, whose wall_s includes evaluations."""
@@ -502,16 +508,14 @@ def _rows_of(folder: Path, spec: RunSpec) -> tuple[list[report.ResultRow], str]:
         except json.JSONDecodeError:
             continue
         if record.get("kind") == "eval":
-            rows.append(report.ResultRow(spec.task, spec.method, record["seed"], record["env_steps"],
-                                         record["wall_s"], record["eval_return"]))  # fmt: skip
+            rows.append(_row(spec, record["seed"], record["env_steps"], record["wall_s"], record["eval_return"]))
     metrics = folder / "reppo" / "metrics.csv"
     if rows or spec.method != "reppo" or not metrics.exists():
         return sorted(rows, key=lambda r: (r.seed, r.env_steps)), ""
     with open(metrics, newline="") as fh:
         for r in csv.DictReader(fh):
             try:
-                rows.append(report.ResultRow(spec.task, spec.method, int(r["seed"]), int(float(r["env_steps"])),
-                                             float(r["wall_s"]), float(r["eval/episode_return"])))  # fmt: skip
+                rows.append(_row(spec, r["seed"], float(r["env_steps"]), r["wall_s"], r["eval/episode_return"]))
             except (KeyError, TypeError, ValueError):  # a partial last line
                 continue
     note = "evaluations read from its metrics.csv (wall_s includes evaluation)" if rows else ""
