@@ -193,6 +193,15 @@ def test_t1_runs_time_boxed_when_its_model_is_there(tmp_path):
     assert "## T1JoystickFlatTerrain\n\n- final return" in summary
 
 
+def test_t1_is_skipped_when_too_few_steps_would_fit(tmp_path):
+    kit, machine = _kit(tmp_path, budget_s=520, speed=0.7, t1=tmp_path)  # two DM Control tasks, then ~170 s left
+    kit.run()
+    assert [s.task for s, _ in machine.calls] == ["CartpoleSwingup", "CheetahRun", "CartpoleSwingup"]
+    _, runs, summary = _check_folder(kit.out)
+    t1 = next(r for r in runs if r["phase"] == "t1")
+    assert t1["status"] == "skipped" and "(at least 5,000,000 wanted)" in t1["note"]
+
+
 def test_a_run_in_flight_when_the_kit_stopped_is_reported(tmp_path):
     kit, machine = _kit(tmp_path, budget_s=3_600)
     unit = kit.dmc_unit(PROFILES["gpu"].dmc[0], "dmc")

@@ -133,6 +133,8 @@ class Profile:
     t1_box_s: float
     """Seconds the T1 run may take (its env steps are what fits); 0: the profile does not run T1."""
     t1_max_steps: int
+    t1_min_steps: int
+    """Fewer env steps than this would be no evidence: the T1 run is skipped instead."""
     t1_points: int
     """Evaluations of the T1 run (each costs more than a DM Control one)."""
     ppo_steps: int
@@ -184,8 +186,9 @@ PROFILES: dict[str, Profile] = {
         reppo_preset="paper-small",
         reppo_overrides={"eval_envs": 128},
         t1_overrides={"eval_envs": 128, "critic_width": 1024},
-        t1_box_s=300.0,
+        t1_box_s=360.0,
         t1_max_steps=20_000_000,
+        t1_min_steps=5_000_000,
         t1_points=4,
         ppo_steps=9_830_400,  # published PPO's first evaluation: 1024 x 32 x 30 env steps per update, 10 per eval
         ppo_overrides={},
@@ -221,6 +224,7 @@ PROFILES: dict[str, Profile] = {
         },  # fmt: skip
         t1_box_s=0.0,  # loading and compiling T1 take minutes on a 2-core CPU: the gpu profile runs it
         t1_max_steps=128,
+        t1_min_steps=64,
         t1_points=1,
         ppo_steps=256,
         ppo_overrides={
@@ -420,6 +424,11 @@ class Orchestrator:
             return
         box = min(p.t1_box_s, self.left_s())
         unit = dataclasses.replace(unit, steps=t1_steps(p, box, self.scale))
+        if unit.steps < p.t1_min_steps:
+            est = estimate_s(unit, p.rates, self.scale)
+            self.skip(unit, est, f"only {unit.steps:,} env steps would fit the {box:.0f} s left (at least "
+                                 f"{p.t1_min_steps:,} wanted)")  # fmt: skip
+            return
         self.try_run(unit, fewer_seeds=False)
 
     def run_throughput(self) -> None:
