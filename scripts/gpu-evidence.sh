@@ -18,7 +18,11 @@
 # --work        run folders, checkpoints, TensorBoard (default a new folder under ${TMPDIR:-/tmp})
 # --bundle      wheels, reference returns and robot models built by scripts/build-gpu-bundle.sh (default
 #               .gpu-bundle); its wheels are installed only when this Python lacks playground or brax
-# --tiny        the same path at CPU size in about a minute: a check of the kit, not evidence
+# --tiny        the same path at CPU size, 1-2 minutes on a quiet 2-core CPU: a check of the kit, not evidence
+#
+# On a lent GPU (the device tool runs one command for at most 10 minutes, so --budget-min 9 there):
+#   run(command="REPPO_COMMIT=<hash> bash scripts/gpu-evidence.sh --budget-min 9", carry=[".gpu-bundle"],
+#       timeout_s=600)
 #
 # The commit is $REPPO_COMMIT, else git's, else the one the bundle was built from.
 set -euo pipefail
