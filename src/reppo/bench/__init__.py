@@ -8,4 +8,7 @@
   RSS from ``os.wait4``), records crashes and carries on, writes ``results.csv`` and ``runs.csv``.
 - :mod:`reppo.bench.report`: the summary (final return with bootstrap interval, time to 90% of the best method,
   rliable's aggregates and probability of improvement over tasks and seeds, the published reference values, the
-  targets), the curve plots and rliable's performance-profile and aggregate plots."""
+  targets), the curve plots and rliable's performance-profile and aggregate plots.
+- :mod:`reppo.bench.evidence`: the GPU evidence kit behind ``scripts/gpu-evidence.sh``: REPPO at paper scale, T1
+  and Brax PPO's throughput planned within a device-time budget, one small output folder.
+"""

@@ -216,6 +216,8 @@ def _read_records(spec: RunSpec) -> tuple[list[report.ResultRow], dict | None]:
 def _run_settings(spec: dict) -> dict:
     """What a run's result depends on: its spec without the folder, and without REPPO's settings for a peer."""
     ignored = {"folder"} | (set() if spec["method"] == "reppo" else {"reppo_preset", "reppo_overrides"})
+    if not spec.get("peer_overrides"):  # absent from the specs of benches written before the field existed
+        ignored.add("peer_overrides")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items() if k not in ignored}
 
 
@@ -243,8 +245,15 @@ def read_runs(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
         return {(r["task"], r["method"], r["seeds"]): r for r in csv.DictReader(fh)}
 
 
-def run_unit(spec: RunSpec) -> RunRecord:
-    """Run ``spec`` in a child process (``python -m reppo.bench.worker``) and collect what it recorded."""
+TIMED_OUT = 124
+"""Exit code of ``timeout`` when it stopped the run."""
+
+
+def run_unit(spec: RunSpec, timeout_s: float | None = None) -> RunRecord:
+    """Run ``spec`` in a child process (``python -m reppo.bench.worker``) and collect what it recorded.
+
+    ``timeout_s``: the child runs under ``timeout`` (SIGTERM after that many seconds, SIGKILL 10 s later); a run
+    stopped so is ``failed`` with a note saying it, and keeps the evaluations it recorded before."""
     folder = Path(spec.folder)
     shutil.rmtree(folder, ignore_errors=True)  # a rerun (--resume) starts from an empty folder
     folder.mkdir(parents=True)
@@ -254,9 +263,10 @@ def run_unit(spec: RunSpec) -> RunRecord:
     log = folder / "log.txt"
     start = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "reppo.bench.worker", str(folder)], stdout=fh, stderr=subprocess.STDOUT, env=env
-        )
+        command = [sys.executable, "-m", "reppo.bench.worker", str(folder)]
+        if timeout_s is not None:
+            command = ["timeout", "--kill-after=10", f"{max(timeout_s, 1.0):.0f}", *command]
+        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=env)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
@@ -270,6 +280,8 @@ def run_unit(spec: RunSpec) -> RunRecord:
     if proc.returncode != 0 or done is None:
         code = proc.returncode
         why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        if timeout_s is not None and code in (TIMED_OUT, 128 + 9):
+            why = f"stopped by its time limit of {timeout_s:.0f} s"
         record.status, record.note = "failed", f"{why}: {_last_line(log)} (log: {log})"
         return record
     record.compile_s = done["compile_s"]

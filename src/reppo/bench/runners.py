@@ -80,6 +80,9 @@ class RunSpec:
     reppo_preset: str = "cpu"
     reppo_overrides: dict[str, Any] = field(default_factory=dict)
     """Config fields set on top of ``reppo_preset`` (the suite's, see :class:`reppo.bench.suites.Suite`)."""
+    peer_overrides: dict[str, Any] = field(default_factory=dict)
+    """Keys of a Brax peer's published config replaced before its schedule is made (empty in every suite; the GPU
+    evidence kit's ``--tiny`` check shrinks published PPO with it to fit a CPU)."""
 
     @property
     def seed_label(self) -> str:
@@ -300,8 +303,8 @@ class BraxCall:
     """The hyperparameters as passed (JSON-friendly), and the published keys ``train`` does not take."""
 
 
-def brax_call(method: str, task: str, budget: int, points: int) -> BraxCall:
-    """How to call Brax ``method`` on ``task`` for ``budget`` env steps."""
+def brax_call(method: str, task: str, budget: int, points: int, overrides: dict[str, Any] | None = None) -> BraxCall:
+    """How to call Brax ``method`` on ``task`` for ``budget`` env steps (``overrides``: published keys replaced)."""
     _restore_device_put_replicated()
     from mujoco_playground import wrapper
 
@@ -315,7 +318,7 @@ def brax_call(method: str, task: str, budget: int, points: int) -> BraxCall:
         from brax.training.agents.sac import train as brax_train
 
         make_networks = networks.make_sac_networks
-    config = published_config(method, task)
+    config = {**published_config(method, task), **(overrides or {})}
     schedule = brax_schedule(method, config, budget, points)
     network_args = config.pop("network_factory", {})
     accepted = inspect.signature(brax_train.train).parameters
@@ -334,7 +337,7 @@ def run_brax(spec: RunSpec, emit: Emit) -> dict[str, Any]:
     from reppo.envs.playground import load_playground
 
     (seed,) = spec.seeds
-    call = brax_call(spec.method, spec.task, spec.budget, spec.points)
+    call = brax_call(spec.method, spec.task, spec.budget, spec.points, spec.peer_overrides)
     env, _ = load_playground(spec.task, IMPL)
     eval_env, _ = load_playground(spec.task, IMPL)
     clock = ExcludedTime()

@@ -10,12 +10,28 @@ Running in its own process gives the run its own peak host RSS and keeps a crash
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 SPEC_FILE = "spec.json"
 RECORDS_FILE = "records.jsonl"
+MENAGERIE_ENV = "REPPO_MENAGERIE_PATH"
+"""A folder of MuJoCo Menagerie robot models (``booster_t1/``, ...) that Playground reads instead of its own
+``external_deps/mujoco_menagerie`` (which it would git-clone): set by ``scripts/gpu-evidence.sh`` from the bundle."""
+
+
+def use_menagerie_path() -> Path | None:
+    """Point Playground's ``mjx_env.MENAGERIE_PATH`` at ``$REPPO_MENAGERIE_PATH`` when it is set; return it."""
+    path = os.environ.get(MENAGERIE_ENV)
+    if not path:
+        return None
+    from etils import epath
+    from mujoco_playground._src import mjx_env
+
+    mjx_env.MENAGERIE_PATH = epath.Path(path)
+    return Path(path)
 
 
 def read_spec(folder: Path):
@@ -34,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from reppo.training import enable_compilation_cache
 
     enable_compilation_cache()
+    use_menagerie_path()
     with open(folder / RECORDS_FILE, "a") as fh:
 
         def emit(record: dict[str, Any]) -> None:
