@@ -264,7 +264,7 @@ def test_worker_points_playground_at_the_carried_robot_models(tmp_path, monkeypa
 
 
 def test_run_unit_stops_a_run_at_its_time_limit(tmp_path):
-    spec = RunSpec("CartpoleBalance", "reppo", (1,), 4_096, str(tmp_path / "run"), points=1)
+    spec = RunSpec("CartpoleBalance", "reppo", (1,), 10_000_000, str(tmp_path / "run"), points=1)
     start = time.perf_counter()
     record = run_unit(spec, timeout_s=2)
     assert time.perf_counter() - start < 30
