@@ -125,7 +125,8 @@ def test_loaded_policy_is_the_trained_actor(reference):
     policy = load(reference.run_dir)
     state = jax.tree.map(lambda x: x[0], reference.state.learner)  # the run's one seed
     obs = np.random.default_rng().normal(size=(7, policy.obs_size)).astype(np.float32) * 3
-    normalized = (obs - np.asarray(state.obs_stats.mean)) / np.sqrt(np.asarray(state.obs_stats.var) + 1e-8)
+    scale = np.sqrt(np.maximum(np.asarray(state.obs_stats.var), 1e-4))  # the floor and clip of spec section 6 [ours]
+    normalized = np.clip((obs - np.asarray(state.obs_stats.mean)) / scale, -10.0, 10.0)
     actor = policy.actor
     mean, std = actor.apply(state.actor_params, normalized)
     np.testing.assert_allclose(policy(obs), np.clip(np.tanh(mean), -1 + 1e-5, 1 - 1e-5), rtol=1e-5, atol=1e-6)
