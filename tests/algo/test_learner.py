@@ -304,16 +304,17 @@ def ref_adam(params, grads, opt_state, lr: float, max_norm: float | None):
 
 
 def _with_moments(state, seed: int):
-    """The state with Adam moments of a few steps' size on every element (mu ~ N(0, 1e-3), nu in [1e-6, 1e-4], 5
-    steps). One iteration in, the far bins of the saturated head have moments of 1e-12 and 1e-26, where Adam's
-    m / sqrt(v) turns float32 rounding of the gradient into a step of any sign (tests/closeness.py)."""
+    """The state with small Adam moments on every element (mu ~ N(0, 1e-5), nu in [1e-8, 1e-6], 5 steps), so that
+    each step follows its own gradient. One iteration in, the far bins of the saturated head have moments of 1e-12
+    and 1e-26, where Adam's m / sqrt(v) turns float32 rounding of the gradient into a step of any sign
+    (tests/closeness.py)."""
     rng = np.random.default_rng(seed + 1)
 
     def moments(x):
         if not _is_adam(x):
             return x
-        mu = jax.tree.map(lambda m: jnp.asarray(rng.normal(0.0, 1e-3, m.shape), m.dtype), x.mu)
-        nu = jax.tree.map(lambda v: jnp.asarray(rng.uniform(1e-6, 1e-4, v.shape), v.dtype), x.nu)
+        mu = jax.tree.map(lambda m: jnp.asarray(rng.normal(0.0, 1e-5, m.shape), m.dtype), x.mu)
+        nu = jax.tree.map(lambda v: jnp.asarray(rng.uniform(1e-8, 1e-6, v.shape), v.dtype), x.nu)
         return x._replace(count=jnp.asarray(5, x.count.dtype), mu=mu, nu=nu)
 
     opt = lambda tree: jax.tree.map(moments, tree, is_leaf=_is_adam)
@@ -386,7 +387,7 @@ def test_minibatch_step_is_critic_then_actor_against_updated_critic_then_duals(m
     every element (:func:`_with_moments`), the critic's head spread over the bins (so the actor's gradient depends on
     which critic it sees), alpha 0.3 and beta 0.7: the new parameters, optimiser states and duals, the gradient norms
     and the clip flags."""
-    config, env, rollout, learner = _build(max_grad_norm=max_grad_norm)
+    config, env, rollout, learner = _build(max_grad_norm=max_grad_norm, critic_lr=1e-2)  # a critic step that shows
     seed = int(np.random.default_rng().integers(2**31 - 2))
     state, batch = _after_one_iteration(rollout, seed)
     state = _with_moments(_noisy(_one_seed(state.learner), seed, 0.3, 0.7), seed)
