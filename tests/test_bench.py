@@ -21,9 +21,18 @@ from rliable import library, metrics
 
 from reppo.bench import report
 from reppo.bench.harness import BenchError, BenchPlan, plan_bench, reuse_run, run_bench
-from reppo.bench.runners import RunSpec, ppo_schedule, published_config, reppo_config, sac_schedule, union_length
-from reppo.bench.suites import BRAX_EVAL_EPISODES, METHODS, PAPER_TASKS, SUITES, TaskBudget
+from reppo.bench.runners import (
+    RunSpec,
+    peer_config,
+    ppo_schedule,
+    published_config,
+    reppo_config,
+    sac_schedule,
+    union_length,
+)
+from reppo.bench.suites import BRAX_EVAL_EPISODES, CPU_REPPO_OVERRIDES, METHODS, PAPER_TASKS, SUITES, TaskBudget
 from reppo.cli import main
+from reppo.config import preset_config
 from reppo.plot import BOOTSTRAP_SEED
 
 # --------------------------------------------------------------------------------------------------------------
@@ -38,7 +47,7 @@ from reppo.plot import BOOTSTRAP_SEED
         (["--seeds", "abc"], "--seeds 'abc' must be a positive integer"),
         (["--points=1.5"], "--points '1.5' must be a positive integer"),
         (["--bootstrap-reps", "0"], "--bootstrap-reps 0 must be a positive integer"),
-        (["--methods", "reppo,trpo"], "--methods 'trpo' is not a method; allowed: reppo, ppo, sac"),
+        (["--methods", "reppo,trpo"], "--methods 'trpo' is not a method; allowed: reppo, ppo, ppo_small, sac"),
         (["--methods", "sac,sac"], "--methods 'sac,sac' must name each method once"),
         (["--tasks", "HopperHop"], "--tasks 'HopperHop' is not a task of the cpu suite; allowed: CartpoleBalance"),
         (["--budget", "-3"], "--budget -3 must be a positive integer"),
@@ -244,8 +253,8 @@ def test_aggregates_and_improvement_equal_rliable_on_fixed_scores(seed):
     aggregates and probabilities of improvement equal rliable's own functions called on the score matrices with
     the same bootstrap seed; the point estimates also equal their definitions written out."""
     rng = np.random.default_rng(200 + seed)
-    shapes = {"reppo": (5, 2), "ppo": (1, 5), "sac": (2, 2)}  # beta distributions of the normalised scores
-    runs = {"reppo": 5, "ppo": 4, "sac": 7}
+    shapes = {"reppo": (5, 2), "ppo": (1, 5), "ppo_small": (2, 3), "sac": (2, 2)}  # beta distributions of the scores
+    runs = {"reppo": 5, "ppo": 4, "ppo_small": 3, "sac": 7}
     scores = {m: rng.beta(*shapes[m], (runs[m], len(TASKS))) for m in METHODS}
     scores["sac"][0] = scores["reppo"][0]  # ties count one half
     rows = _rows_from_scores(scores, rng)
@@ -267,7 +276,7 @@ def test_aggregates_and_improvement_equal_rliable_on_fixed_scores(seed):
                        1 - np.minimum(x, 1).mean()]  # fmt: skip
         np.testing.assert_allclose(got[:, 0], written_out, rtol=1e-12)
         assert np.all(got[:, 1] <= got[:, 0]) and np.all(got[:, 0] <= got[:, 2]) and np.all(got[:, 1] < got[:, 2])
-    for peer in ("ppo", "sac"):
+    for peer in ("ppo", "ppo_small", "sac"):
         x, y = scores["reppo"], scores[peer]
         np.random.seed(BOOTSTRAP_SEED)
         point, ci = library.get_interval_estimates({peer: [x, y]}, metrics.probability_of_improvement, reps=REPS)
@@ -375,6 +384,52 @@ def test_brax_schedules_stay_within_the_budget():
         assert s.eval_steps[0] == 0 and s.eval_steps[-1] == s.num_timesteps <= budget
         assert len(s.eval_steps) == points + 1 == s.num_evals and np.all(gaps == gaps[0]) and gaps[0] % 128 == 0
         assert budget - s.num_timesteps < 128 * points  # the largest schedule Brax's arithmetic allows
+
+
+def test_ppo_small_has_the_batch_geometry_of_reppo_in_the_cpu_suite():
+    """Brax PPO ``ppo_small`` collects REPPO's cpu-suite batch per update (128 envs x 16 steps), in as many
+    minibatches of as many env steps, as many passes, and keeps every other published value; in every cpu budget it
+    updates at least 80 times and is evaluated 10 times."""
+    reppo = preset_config("cpu", **CPU_REPPO_OVERRIDES)
+    for task in SUITES["cpu"].task_names:
+        published, small = published_config("ppo", task), peer_config("ppo_small", task)
+        trajectories = small["batch_size"] * small["num_minibatches"]
+        assert trajectories % small["num_envs"] == 0  # Brax's requirement
+        per_update = trajectories * small["unroll_length"] * small["action_repeat"]
+        assert (small["num_envs"], small["unroll_length"]) == (reppo.num_envs, reppo.num_steps)
+        assert per_update == reppo.batch_size and small["num_minibatches"] == reppo.num_minibatches
+        assert per_update // small["num_minibatches"] == reppo.minibatch_size
+        assert small["num_updates_per_batch"] == reppo.num_epochs and small["num_resets_per_eval"] == 0
+        changed = {k for k in published if published[k] != small[k]}
+        assert changed == {"num_envs", "unroll_length", "batch_size", "num_minibatches", "num_updates_per_batch",
+                           "num_resets_per_eval"}, task  # fmt: skip
+        s = ppo_schedule(small, SUITES["cpu"].budget(task), 10)
+        assert s.num_timesteps // per_update >= 80 and len(s.eval_steps) == 11 and not s.note, task
+        assert s.num_timesteps <= SUITES["cpu"].budget(task) and s.num_timesteps % per_update == 0
+
+
+def test_equal_time_takes_each_seed_at_its_last_evaluation_within_the_shortest_run():
+    """Against a brute force on random curves: T is the shortest mean final time among methods with a final time
+    above 0; a method's value is the mean over its seeds of the return at the last evaluation at or before T."""
+    rng = np.random.default_rng()
+    rows = _random_rows(rng, tasks=("A",), seeds=3, points=6)
+    rows += [report.ResultRow("A", "ppo", s, 0, 0.0, 7.0) for s in (1, 2)]  # only an initial evaluation
+    rows = [r for r in rows if r.method != "ppo" or r.env_steps == 0]
+    stats = {}
+    for m in METHODS:
+        mine = [r for r in rows if r.method == m]
+        finals = report.final_rows(mine)
+        stats[m] = report.MethodStats(n=len(finals), wall_s=float(np.mean([r.wall_s for r in finals])))
+    seconds, returns = report.equal_time(rows, stats)
+    assert seconds == min(stats[m].wall_s for m in METHODS if m != "ppo")
+    for m in METHODS:
+        per_seed = []
+        for seed in sorted({r.seed for r in rows if r.method == m}):
+            within = [r for r in rows if r.method == m and r.seed == seed and r.wall_s <= seconds]
+            if within:
+                per_seed.append(max(within, key=lambda r: r.env_steps).eval_return)
+        assert returns[m] == pytest.approx(np.mean(per_seed)), m
+    assert returns["ppo"] == 7.0
 
 
 def test_union_length_matches_a_fine_grid():
@@ -576,8 +631,9 @@ def test_report_only_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, ca
 
 
 @pytest.mark.slow
-def test_real_runs_of_all_three_methods_with_two_seeds(tmp_path):
-    """``reppo bench`` end to end: REPPO (two seeds in one process), Brax PPO and Brax SAC (one process per seed)."""
+def test_real_runs_of_all_methods_with_two_seeds(tmp_path):
+    """``reppo bench`` end to end: REPPO (two seeds in one process), Brax PPO, Brax PPO small and Brax SAC (one
+    process per seed). Published PPO makes no update in the budget; PPO small updates every 2,048 env steps."""
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, "-m", "reppo.cli", "bench", "--tasks", "CartpoleBalance", "--seeds", "2", "--budget",
@@ -591,9 +647,12 @@ def test_real_runs_of_all_three_methods_with_two_seeds(tmp_path):
     reppo = [int(r["env_steps"]) for r in rows if r["method"] == "reppo" and r["seed"] == "1"]
     assert reppo == [8_192, 16_384]
     assert [int(r["env_steps"]) for r in rows if r["method"] == "ppo"] == [0, 0]  # no PPO update in 16k steps
+    small = [int(r["env_steps"]) for r in rows if r["method"] == "ppo_small" and r["seed"] == "1"]
+    assert small == [0, 8_192, 16_384]  # 4 updates of 2,048 env steps between evaluations
     _, runs = _read_csv(out / "runs.csv")
     assert [(r["method"], r["seeds"], r["status"]) for r in runs] == [
-        ("reppo", "1-2", "ok"), ("ppo", "1", "ok"), ("ppo", "2", "ok"), ("sac", "1", "ok"), ("sac", "2", "ok")
+        ("reppo", "1-2", "ok"), ("ppo", "1", "ok"), ("ppo", "2", "ok"), ("ppo_small", "1", "ok"),
+        ("ppo_small", "2", "ok"), ("sac", "1", "ok"), ("sac", "2", "ok"),
     ]  # fmt: skip
     summary = (out / report.SUMMARY_FILE).read_text()
     assert summary in proc.stdout and "## Targets" in summary and "IQM" in summary

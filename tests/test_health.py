@@ -241,6 +241,34 @@ def test_seeds_roll_back_independently():
     assert _finite(_learner(states[3]))
 
 
+@functools.cache
+def _cartpole():
+    """The guarded iteration of one seed on the real CartpoleBalance, at the toy's tiny sizes."""
+    config = resolve(Config(env="CartpoleBalance", **TINY))
+    rollout = make_rollout(config, make_env("CartpoleBalance", config.num_envs))
+    return config, jax.jit(rollout.init), jax.jit(rollout.iteration)
+
+
+def test_physics_divergence_is_counted_rolled_back_and_reset():
+    """A real divergence: one env's cart set moving at 1e20 (finite), which MJX's next step turns into NaN. The
+    rollout passes the NaN observation and reward on; the guard counts them, rolls the update back and resets the
+    env, and the next iteration updates normally."""
+    config, init, iteration = _cartpole()
+    seed = int(np.random.default_rng().integers(2**31))
+    k = seed % config.num_envs
+    state, _ = iteration(_init(init, seed=seed))
+    data = state.env_state.inner.data
+    inner = state.env_state.inner.replace(data=data.replace(qvel=data.qvel.at[k].set(1e20)))
+    states, metrics = _run(iteration, state.replace(env_state=state.env_state.replace(inner=inner)), 2)
+    m = metrics[0]
+    assert (m["health/nonfinite_obs"], m["health/nonfinite_reward"], m["health/rolled_back"]) == (1, 1, 1), seed
+    assert m["health/bad_envs"] == 1, seed  # (nonfinite_params too: the statistics merged the NaN observation)
+    assert _equal(_learner(states[1]), _learner(states[0]))  # the update is discarded
+    assert _finite((states[1].env_state.obs, states[1].env_state.inner.data.qvel))
+    assert metrics[1]["health/rolled_back"] == 0 and metrics[1]["health/bad_envs"] == 0, seed
+    assert not _equal(states[2].learner.actor_params, states[1].learner.actor_params) and _finite(_learner(states[2]))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # train() and the CLI on the real CartpoleBalance, all with one fault schedule (one compile, then cache hits):
 # iteration 2: NaN observations in envs 1 and 5; iteration 3: reward 1e30 in env 3; iterations 6, 7, ...: NaN

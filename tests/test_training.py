@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from reppo import Config, load, resume, train
+from reppo import training as training_module
 from reppo.algo import distributions
 from reppo.checkpoint import Checkpointer
 from reppo.training import on_schedule
@@ -125,7 +126,8 @@ def test_loaded_policy_is_the_trained_actor(reference):
     policy = load(reference.run_dir)
     state = jax.tree.map(lambda x: x[0], reference.state.learner)  # the run's one seed
     obs = np.random.default_rng().normal(size=(7, policy.obs_size)).astype(np.float32) * 3
-    normalized = (obs - np.asarray(state.obs_stats.mean)) / np.sqrt(np.asarray(state.obs_stats.var) + 1e-8)
+    scale = np.sqrt(np.maximum(np.asarray(state.obs_stats.var), 1e-4))  # the floor and clip of spec section 6 [ours]
+    normalized = np.clip((obs - np.asarray(state.obs_stats.mean)) / scale, -10.0, 10.0)
     actor = policy.actor
     mean, std = actor.apply(state.actor_params, normalized)
     np.testing.assert_allclose(policy(obs), np.clip(np.tanh(mean), -1 + 1e-5, 1 - 1e-5), rtol=1e-5, atol=1e-6)
@@ -311,3 +313,34 @@ def test_run_killed_before_its_first_checkpoint_restarts_from_the_beginning(refe
     done = resume(run)
     _assert_same_state(done.state, reference.state)
     assert _rows(run) == _rows(reference.run_dir)
+
+
+def test_evaluation_and_video_keys_are_never_reused(tmp_path, monkeypatch):
+    """Every evaluation and every video (recorded at each evaluation) gets a key of its own: the video never replays
+    the evaluation's randomness. Recorded through ``_Run``'s compiled evaluation and its ``record_video`` (rendering
+    left out) on the small ToyAsymmetric."""
+    keys: list[tuple[str, bytes]] = []
+    compile_run = training_module._Run.compile
+
+    def compile_and_record(self, state):
+        state = compile_run(self, state)
+        evaluate = self.evaluate
+
+        def recorded(actor_params, obs_stats, key):
+            keys.append(("eval", np.asarray(key).tobytes()))
+            return evaluate(actor_params, obs_stats, key)
+
+        self.evaluate = recorded
+        return state
+
+    monkeypatch.setattr(training_module._Run, "compile", compile_and_record)
+    video = lambda self, learner, env_steps, key: keys.append(("video", np.asarray(key).tobytes()))
+    monkeypatch.setattr(training_module._Run, "record_video", video)
+    toy = dict(env="ToyAsymmetric", num_envs=8, num_steps=4, num_minibatches=2, num_epochs=1, critic_width=16,
+               actor_width=16, num_value_samples=2, eval_envs=2, progress=False, checkpoint_every=0)  # fmt: skip
+    seed = int(np.random.default_rng().integers(1 << 20))
+    result = train(Config(total_steps=32 * 3, eval_every=32, video=True, seed=seed, **toy), run_dir=tmp_path / "run",
+                   echo=lambda _: None)  # fmt: skip
+    assert [kind for kind, _ in keys] == ["eval", "video"] * 3
+    assert len({key for _, key in keys}) == 6, seed
+    assert result.init_head_saturation is not None and 0.0 < result.init_head_saturation < 1.0

@@ -1,7 +1,8 @@
 """Export a trained :class:`~reppo.policy.Policy` to a self-contained file that runs without reppo or JAX.
 
 The ONNX graph is built by hand from the flax parameters and computes exactly what ``Policy`` does:
-``(obs - mean) / sqrt(var + 1e-8)`` with the frozen statistics baked in, the actor's ``depth`` blocks
+``clip((obs - mean) / sqrt(max(var, 1e-4)), -10, 10)`` with the frozen statistics baked in
+(``reppo.normalization.normalize``), the actor's ``depth`` blocks
 ``Dense -> LayerNorm -> SiLU`` (nets.Block), the mean and log-std heads with ``std = exp(min(log_std,
 log_std_max)) + min_std`` (nets.Actor), and the deterministic action ``clip(tanh(mean), -1 + 1e-5, 1 - 1e-5)``
 (Policy.__call__ with deterministic=True). ``onnx`` is imported only when an export runs
@@ -113,7 +114,7 @@ def _build_model(onnx, policy: Policy, opset: int):
     """The ONNX ModelProto of ``policy`` (see the module docstring for the graph)."""
     from reppo import __version__
     from reppo.algo.distributions import ACTION_EPS
-    from reppo.policy import NORMALIZE_EPS
+    from reppo.normalization import CLIP, VAR_FLOOR
 
     helper, TensorProto = onnx.helper, onnx.TensorProto
     actor = policy.actor
@@ -147,10 +148,11 @@ def _build_model(onnx, policy: Policy, opset: int):
         matmul = node("MatMul", [x, const(f"{prefix}/kernel", weights[f"{prefix}/kernel"])], f"{out}/matmul")
         return node("Add", [matmul, const(f"{prefix}/bias", weights[f"{prefix}/bias"])], out)
 
-    # Policy.distribution: (obs - mean) / sqrt(var + eps), computed in float32 as JAX does.
-    obs_scale = np.sqrt(np.asarray(obs_var + np.float32(NORMALIZE_EPS), np.float32))
+    # Policy.distribution: clip((obs - mean) / sqrt(max(var, floor)), -clip, clip), in float32 as JAX does.
+    obs_scale = np.sqrt(np.maximum(obs_var, np.float32(VAR_FLOOR)))
     centred = node("Sub", ["obs", const("obs_mean", obs_mean)], "obs_centred")
-    h = node("Div", [centred, const("obs_scale", obs_scale)], "obs_normalized")
+    scaled = node("Div", [centred, const("obs_scale", obs_scale)], "obs_scaled")
+    h = node("Clip", [scaled, const("obs_clip_min", -CLIP), const("obs_clip_max", CLIP)], "obs_normalized")
 
     # nets.Block: silu(LayerNorm(Dense(h))), silu(x) = x * sigmoid(x).
     for i in range(actor.depth):

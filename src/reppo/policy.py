@@ -13,9 +13,7 @@ import numpy as np
 
 from reppo.algo import distributions
 from reppo.nets import Actor
-
-# Added to the variance before the square root, as ``RunningStats.normalize`` does.
-NORMALIZE_EPS = 1e-8
+from reppo.normalization import normalize
 
 
 @dataclass(frozen=True)
@@ -54,8 +52,7 @@ class Policy:
     def distribution(self, obs: Any) -> tuple[jax.Array, jax.Array]:
         """(mean, std) of the pre-tanh Gaussian for raw observations (batched or single)."""
         x = self._as_array(obs)
-        normalized = (x - self.obs_mean) / jnp.sqrt(self.obs_var + NORMALIZE_EPS)
-        return self._apply(self.params, normalized)
+        return self._apply(self.params, normalize(x, self.obs_mean, self.obs_var))
 
     def __call__(self, obs: Any, deterministic: bool = True, key: jax.Array | None = None) -> np.ndarray:
         mean, std = self.distribution(obs)

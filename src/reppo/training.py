@@ -66,6 +66,9 @@ class TrainResult:
     """Seconds spent compiling the iteration and the evaluation (not counted in wall_s)."""
     interrupted: bool = False
     """True when Ctrl-C stopped the run early (a checkpoint was written; resume continues it)."""
+    init_head_saturation: float | None = None
+    """max |dQ/dlogit| of the first seed's HL-Gauss head at initialisation (:func:`head_saturation`; printed at
+    the start); None for a resumed run."""
 
     @property
     def final_return(self) -> float:
@@ -218,9 +221,13 @@ class _Run:
         self.unread: list[tuple[int, dict[str, Any]]] = []  # iterations whose health flags were not read yet
         self.health = HealthMonitor(config, self.echo) if config.max_bad_iterations else None
         self.start, self.wall0, self.eval_s = 0, 0.0, 0.0
+        self.init_head_saturation: float | None = None
 
-    def eval_key(self, i: int) -> np.ndarray:
-        return np.asarray(jax.random.fold_in(self.key_eval, i))
+    def eval_keys(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the evaluation's key, the video's key) after iteration ``i``: the two halves of a split of
+        ``fold_in(key_eval, i)``, so that the video never replays the evaluation's randomness."""
+        keys = jax.random.split(jax.random.fold_in(self.key_eval, i))
+        return np.asarray(keys[0]), np.asarray(keys[1])
 
     # ---- steps before the loop ----------------------------------------------------------------------------
     def start_or_restore(self) -> TrainState:
@@ -228,6 +235,8 @@ class _Run:
         if self.resume_from is None or self.resume_from.latest() is None:
             state = parallel.to_host(self.rollout.start(self.init_keys))  # placed on the mesh by the caller
             self.echo(f"reppo: training {c.env} ({c.preset} preset, seeds {_seed_text(self.seeds)}); logs in {run_dir}")
+            self.init_head_saturation = head_saturation(self.rollout.seeded.learner, state.learner)
+            self.echo(f"reppo: critic head at initialisation: max |dQ/dlogit| = {self.init_head_saturation:.2e}")
             return state
         state, meta = self.resume_from.restore(self.rollout.abstract_state(self.init_keys))
         self.start, self.wall0 = int(meta["iteration"]), float(meta["wall_s"])
@@ -290,7 +299,8 @@ class _Run:
             _check_free_space(self.run_dir, state, c)
         state = self.compile(state)
         self.open_logs()
-        self.result = TrainResult(state=state, config=c, run_dir=self.run_dir, compile_s=self.compile_s)
+        self.result = TrainResult(state=state, config=c, run_dir=self.run_dir, compile_s=self.compile_s,
+                                  init_head_saturation=self.init_head_saturation)  # fmt: skip
         try:
             state, i = self.loop(state)
         finally:
@@ -356,7 +366,8 @@ class _Run:
         learner = state.learner
         jax.block_until_ready(learner.actor_params)  # the queued iteration is training, not evaluation
         t_eval = time.perf_counter()
-        out = parallel.to_host(self.evaluate(learner.actor_params, learner.obs_stats, self.eval_key(i)))
+        eval_key, video_key = self.eval_keys(i)
+        out = parallel.to_host(self.evaluate(learner.actor_params, learner.obs_stats, eval_key))
         self.eval_s += time.perf_counter() - t_eval
         self.pending = parallel.to_host(self.pending)
         per_seed = _eval_rows(out, self.pending, sps, c.num_seeds)
@@ -370,7 +381,7 @@ class _Run:
                                         "eval_s": self.eval_s, **aggregate, "per_seed": per_seed})  # fmt: skip
         self.progress.update(env_steps, sps, aggregate["eval/episode_return"])
         if c.video and self.primary:
-            self.record_video(parallel.to_host(learner), env_steps, self.eval_key(i))
+            self.record_video(parallel.to_host(learner), env_steps, video_key)
 
     def save(self, state: TrainState, i: int, finished: bool) -> None:
         state = parallel.to_host(state)  # a collective with several processes: all of them get here
@@ -409,6 +420,20 @@ class _Run:
             self.logger.close()
         if self.checkpointer is not None:
             self.checkpointer.close()
+
+
+HEAD_SATURATION_ROWS = 256
+
+
+def head_saturation(learner, state) -> float:
+    """max |dQ/dlogit| of the first seed's critic (``Learner.head_saturation``) over ``HEAD_SATURATION_ROWS``
+    normalised observations drawn from N(0, 1) and actions uniform in [-1, 1] (numpy seed 0: a diagnostic, no key
+    of the run is used)."""
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(HEAD_SATURATION_ROWS, learner.spaces.critic_obs_size)).astype(np.float32)
+    actions = rng.uniform(-1.0, 1.0, (HEAD_SATURATION_ROWS, learner.spaces.action_size)).astype(np.float32)
+    critic_params = jax.tree.map(lambda x: x[0], state.critic_params)
+    return float(jax.jit(learner.head_saturation)(critic_params, obs, actions))
 
 
 def _policy_tree(learner, num_seeds: int) -> dict[str, Any]:

@@ -217,3 +217,50 @@ def test_clipped_fraction(layout, seed):
     ref = np.count_nonzero((targets < v_min) | (targets > v_max)) / targets.size
     got = float(clipped_fraction(make_hl(v_min, v_max, k), jnp.asarray(targets)))
     assert got == pytest.approx(ref, abs=1e-6)
+
+
+value_logit_grad = jax.jit(lambda hl, logits: hl.value_logit_grad(logits))
+
+
+def ref_value(logits: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+    return p @ centres
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@FEW
+@given(seed=SEEDS)
+def test_value_logit_grad_matches_finite_differences(layout, seed):
+    """dQ/dl_j against float64 central differences of Q(l) = softmax(l) . z, logits spread (std 3) or peaked."""
+    rng = np.random.default_rng(seed)
+    centres, _, _ = ref_layout(*layout)
+    logits = rng.normal(0.0, 3.0, (4, layout[2]))
+    logits[1, rng.integers(layout[2])] += 25.0  # nearly one-hot: a saturated head
+    got = np.asarray(value_logit_grad(make_hl(*layout), jnp.asarray(logits, jnp.float32)))
+    h = 1e-5
+    ref = np.empty_like(logits)
+    for j in range(layout[2]):
+        step = np.zeros(layout[2])
+        step[j] = h
+        ref[:, j] = (ref_value(logits + step, centres) - ref_value(logits - step, centres)) / (2 * h)
+    scale = layout[1] - layout[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6 * scale)
+    assert np.abs(got[1]).max() < 1e-3 * np.abs(got[0]).max()  # the saturated row gets almost no gradient
+
+
+def test_head_saturation_at_initialisation():
+    """The initial logits 40 p(0) (nets.ZERO_VALUE_LOGIT_SCALE) on the DM Control layout put the mass on the bins
+    next to Q = 0: max |dQ/dl| is the closed form max_j p_j |z_j - Q| of that softmax, far below a uniform
+    softmax's (v_max - v_min) / (2 K_b) x (1 - 1/K_b)."""
+    from reppo.nets import ZERO_VALUE_LOGIT_SCALE
+
+    hl = make_hl(0.0, 150.0, 151)
+    centres, _, _ = ref_layout(0.0, 150.0, 151)
+    logits = ZERO_VALUE_LOGIT_SCALE * ref_probs(0.0, 0.0, 150.0, 151)
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    closed_form = np.max(p * np.abs(centres - p @ centres))
+    got = float(np.abs(np.asarray(value_logit_grad(hl, jnp.asarray(logits, jnp.float32)))).max())
+    assert got == pytest.approx(closed_form, rel=1e-4)
+    uniform = float(np.abs(np.asarray(value_logit_grad(hl, jnp.zeros(151)))).max())
+    assert uniform == pytest.approx(75.0 / 151.0, rel=1e-5) and got < 0.5 * uniform

@@ -64,6 +64,33 @@ def test_shapes_and_presets(cart):
     assert ids == sorted(ids)
 
 
+def diverge(state, env_index: int, velocity: float = 1e20):
+    """The state with one env's cart moving at ``velocity``: finite, but MJX's next step turns it into NaN."""
+    data = state.inner.data
+    return state.replace(inner=state.inner.replace(data=data.replace(qvel=data.qvel.at[env_index].set(velocity))))
+
+
+def test_diverged_physics_reaches_the_caller(cart):
+    """A physics divergence is reported, not hidden: the diverged env's reward and true next observation are
+    non-finite as MJX made them (for the NaN/Inf guard to see), Playground's termination replaces the state by a
+    reset one, and the other envs and the episode statistics stay finite."""
+    seed = _seed()
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(N))
+    state = cart.prepare(cart.reset(jax.random.PRNGKey(seed)), jax.random.PRNGKey(seed + 1))
+    state = diverge(state, k)
+    assert np.all(np.isfinite(np.asarray(state.obs)))
+    new, res = cart.step(state, _actions(rng, cart.env))
+    others = np.arange(N) != k
+    reward, next_obs = np.asarray(res.reward), np.asarray(res.next_obs)
+    assert not np.isfinite(reward[k]) and not np.all(np.isfinite(next_obs[k])), seed
+    assert not np.all(np.isfinite(np.asarray(res.next_critic_obs)[k])), seed
+    assert np.all(np.isfinite(reward[others])) and np.all(np.isfinite(next_obs[others])), seed
+    assert float(res.terminated[k]) == 1.0 and int(new.steps[k]) == 0, seed
+    assert np.all(np.isfinite(np.asarray(new.obs))) and np.all(np.isfinite(np.asarray(new.inner.data.qvel)))
+    assert np.isfinite(float(new.extra.completed_return_sum)) and np.all(np.isfinite(new.extra.episode_return))
+
+
 def test_final_observation_truncation_and_fresh_resets(cart):
     """Walk 5 episodes per env, checking every step against the raw Playground env."""
     seed = _seed()

@@ -7,9 +7,10 @@ import pytest
 from reppo.config import Config
 from reppo.training import train
 
-# The embedded default must reach this deterministic evaluation return within its budget (issue: >= 800 within
-# 10 minutes on a 2-core CPU). Doing nothing scores about 695 on this task, a random policy far less.
-THRESHOLD = 800.0
+# The embedded default must reach this deterministic evaluation return within its budget. Doing nothing scores about
+# 695 on this task, a random policy far less, so 800 (the first target) proved little (issue 22); the published REPPO
+# return is 999.8. Measured: docs/BENCHMARKS.md, "Learning: the embedded default".
+THRESHOLD = 950.0
 
 
 @pytest.mark.slow

@@ -55,6 +55,14 @@ class HLGauss:
         """Logits (..., K_b) -> expected value sum_i softmax(l)_i z_i."""
         return jnp.sum(jax.nn.softmax(logits, axis=-1) * self.centres, axis=-1)
 
+    def value_logit_grad(self, logits: jax.Array) -> jax.Array:
+        """dQ/dl_j = p_j (z_j - Q) of Q = sum_i softmax(l)_i z_i (spec section 4), (..., K_b) -> (..., K_b): the
+        gradient the critic's logits receive per unit of gradient on Q (the actor's pathwise gradient goes through
+        it). Closed form: d softmax(l)_i / d l_j = p_i (delta_ij - p_j)."""
+        p = jax.nn.softmax(logits, axis=-1)
+        q = jnp.sum(p * self.centres, axis=-1, keepdims=True)
+        return p * (self.centres - q)
+
     def clipped_fraction(self, target: jax.Array) -> jax.Array:
         """Fraction of targets outside [v_min, v_max] (they are clipped before encoding)."""
         return jnp.mean((target < self.v_min) | (target > self.v_max))

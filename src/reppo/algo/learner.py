@@ -150,15 +150,24 @@ class Learner(struct.PyTreeNode):
         logits = self.critic.apply(critic_params, critic_obs, actions, method="q_logits")
         return self.hl.to_value(logits)
 
+    def head_saturation(self, critic_params, critic_obs: jax.Array, actions: jax.Array) -> jax.Array:
+        """max over the rows and bins of |dQ/dl_j| (``HLGauss.value_logit_grad``) of the critic at normalised
+        observations ``critic_obs`` and ``actions``: how far the HL-Gauss head's softmax is saturated. Near 0 when
+        the mass sits on a few bins (as the initial logit offset puts it around Q = 0; spec section 4); about
+        (v_max - v_min) / (2 K_b) for a uniform softmax."""
+        logits = self.critic.apply(critic_params, critic_obs, actions, method="q_logits")
+        return jnp.max(jnp.abs(self.hl.value_logit_grad(logits)))
+
     # ---- targets ------------------------------------------------------------------------------------------
     def soft_values(self, state: LearnerState, next_obs: jax.Array, next_critic_obs: jax.Array, key: jax.Array):
         """V(x) = (1/K) sum_k [Q(x, a_k) - alpha log pi(a_k|x)], a_k ~ pi_theta (spec section 3), evaluated in
         chunks of at most ``value_chunk_size`` (state, sample) rows, so memory stays bounded for any K.
 
-        Inputs are flat and normalised, (B, ...). Also returns phi(x, a_1) for the first sample, the auxiliary
-        loss's next-embedding target, so that it is not recomputed in every epoch."""
+        Row i's K pre-tanh noises are ``normal(fold_in(key, i), (K, action_size))``, so the values do not depend on
+        the chunking. Inputs are flat and normalised, (B, ...). Also returns phi(x, a_1) for the first sample, the
+        auxiliary loss's next-embedding target, so that it is not recomputed in every epoch."""
         c = self.config
-        k_samples = c.num_value_samples
+        k_samples, action_size = c.num_value_samples, self.spaces.action_size
         alpha = jnp.exp(state.log_duals[0])
         size = next_obs.shape[0]
         chunk = max(1, min(size, c.value_chunk_size // k_samples))
@@ -170,9 +179,10 @@ class Learner(struct.PyTreeNode):
             return x.reshape(num_chunks, chunk, *x.shape[1:])
 
         def value_chunk(args):
-            obs, critic_obs, chunk_key = args
+            obs, critic_obs, row_keys = args
             mean, std = self.actor.apply(state.actor_params, obs)
-            u = mean + std * jax.random.normal(chunk_key, (k_samples, *mean.shape))
+            noise = jax.vmap(lambda k: jax.random.normal(k, (k_samples, action_size), mean.dtype))(row_keys)
+            u = mean + std * jnp.swapaxes(noise, 0, 1)  # (K, chunk, action_size)
             log_probs = distributions.log_prob_from_pre_tanh(u, mean, std)
             actions = distributions.env_action(jnp.tanh(u))
             critic_in = jnp.broadcast_to(critic_obs, (k_samples, *critic_obs.shape))
@@ -180,8 +190,8 @@ class Learner(struct.PyTreeNode):
             q = self.hl.to_value(self.critic.apply(state.critic_params, emb, method="logits"))
             return jnp.mean(q - alpha * log_probs, axis=0), emb[0]
 
-        keys = jax.random.split(key, num_chunks)
-        values, embeddings = jax.lax.map(value_chunk, (chunked(next_obs), chunked(next_critic_obs), keys))
+        row_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(size))
+        values, embeddings = jax.lax.map(value_chunk, (chunked(next_obs), chunked(next_critic_obs), chunked(row_keys)))
         return values.reshape(-1)[:size], embeddings.reshape(-1, embeddings.shape[-1])[:size]
 
     def targets(self, state: LearnerState, batch: Transition, key: jax.Array) -> losses.Minibatch:
@@ -229,6 +239,7 @@ class Learner(struct.PyTreeNode):
         updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic_params)
         critic_params = optax.apply_updates(state.critic_params, updates)
         critic_info["critic_grad_norm"] = optax.tree.norm(grads)
+        critic_info["critic_clip_frac"] = (critic_info["critic_grad_norm"] > c.max_grad_norm).astype(jnp.float32)
 
         # the critic's new parameters are closed over, so they get no gradient from the actor loss
         alpha, beta = jnp.exp(state.log_duals[0]), jnp.exp(state.log_duals[1])
@@ -250,6 +261,7 @@ class Learner(struct.PyTreeNode):
         updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor_params)
         actor_params = optax.apply_updates(state.actor_params, updates)
         actor_info["actor_grad_norm"] = optax.tree.norm(grads)
+        actor_info["actor_clip_frac"] = (actor_info["actor_grad_norm"] > c.max_grad_norm).astype(jnp.float32)
 
         target_entropy = -c.entropy_coef * self.spaces.action_size
         dual_grads = jax.grad(losses.dual_loss)(state.log_duals, stats, target_entropy, c.kl_bound)
@@ -267,7 +279,9 @@ class Learner(struct.PyTreeNode):
         return new_state, {**critic_info, **actor_info}
 
     def update(self, state: LearnerState, data: losses.Minibatch, key: jax.Array):
-        """E epochs of M shuffled minibatches (pi_old, the actor before the update, is in ``data``)."""
+        """E epochs of M shuffled minibatches (pi_old, the actor before the update, is in ``data``). The metrics are
+        means over the E x M steps: ``critic_clip_frac`` and ``actor_clip_frac`` are the fractions of steps whose
+        global gradient norm exceeded ``max_grad_norm`` (and was clipped to it)."""
         c = self.config
         size = data.returns.shape[0]
         minibatch_size = size // c.num_minibatches

@@ -134,6 +134,8 @@ class Summary:
     """(target, outcome) lines."""
     reps: int = BOOTSTRAP_REPS
     seed: int = BOOTSTRAP_SEED
+    equal_time: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
+    """Per task: (seconds, method -> mean return at that many training seconds) (:func:`equal_time`)."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -248,6 +250,24 @@ def mean_curve(rows: Iterable[ResultRow]) -> list[tuple[int, float, float]]:
     ]
 
 
+def return_at_seconds(rows: Iterable[ResultRow], seconds: float) -> float:
+    """Mean over seeds of each seed's return at its last evaluation within ``seconds`` of training (NaN: none)."""
+    last: dict[int, ResultRow] = {}
+    for row in rows:
+        if row.wall_s <= seconds and (row.seed not in last or row.env_steps >= last[row.seed].env_steps):
+            last[row.seed] = row
+    return float(np.mean([r.eval_return for r in last.values()])) if last else math.nan
+
+
+def equal_time(rows: Sequence[ResultRow], stats: dict[str, MethodStats]) -> tuple[float, dict[str, float]]:
+    """The methods of one task compared at equal training seconds: (T, method -> :func:`return_at_seconds` at T),
+    T the shortest mean final training time among the methods that trained (final ``wall_s`` > 0; published Brax
+    PPO stops at its initial evaluation in a cpu budget). A method that stopped before T is taken at its end."""
+    trained = [st.wall_s for st in stats.values() if st.n and st.wall_s > 0]
+    seconds = min(trained, default=0.0)
+    return seconds, {m: return_at_seconds([r for r in rows if r.method == m], seconds) for m in stats if stats[m].n}
+
+
 def time_to_threshold(rows: Iterable[ResultRow], threshold: float) -> tuple[int, float] | None:
     """Env steps and seconds of the first point of :func:`mean_curve` at or above ``threshold`` (None: never)."""
     return next(((steps, wall) for steps, ret, wall in mean_curve(rows) if ret >= threshold), None)
@@ -322,6 +342,9 @@ def summarize(
     summary = Summary(tuple(tasks), tuple(methods), stats, best, scores, aggregates, improvement, reference, reps=reps,
                       seed=seed)  # fmt: skip
     summary.targets = _targets(summary, reppo_preset)
+    for task in tasks:
+        mine = [r for r in rows if r.task == task]
+        summary.equal_time[task] = equal_time(mine, {m: stats[task, m] for m in methods})
     return summary
 
 
@@ -331,9 +354,7 @@ def _targets(s: Summary, reppo_preset: str) -> list[tuple[str, str]]:
         return lines
     for task in s.tasks:
         mine = s.stats[task, "reppo"]
-        for peer in ("ppo", "sac"):
-            if peer not in s.methods:
-                continue
+        for peer in (m for m in s.methods if m != "reppo"):
             other = s.stats[task, peer]
             name = f"{task}: REPPO final return >= {METHOD_NAMES[peer]}'s"
             if not (mine.n and other.n):
@@ -411,6 +432,18 @@ def summary_markdown(s: Summary, command: str = "", recomputed_by: str = "") -> 
             st = s.stats[task, m]
             t = st.to_threshold
             cells.append("failed" if not st.n else "not reached" if t is None else f"{t[0]:,} steps / {t[1]:,.0f} s")
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "## Return at equal training seconds", "",
+            "Mean over seeds of each seed's last evaluation within T training seconds (compile and evaluation "
+            "excluded), T the shortest mean final training time among the methods that trained on the task (a "
+            "method that stopped earlier is taken at its end). REPPO's seconds are those of its program, which "
+            "trains all its seeds at once; Brax trains one seed per process.", ""]  # fmt: skip
+    head = ["task", "T (s)", *names]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for task in s.tasks:
+        seconds, returns = s.equal_time.get(task, (math.nan, {}))
+        cells = [task, _num(seconds)] + [_num(returns.get(m, math.nan), 1) if m in returns else "failed"
+                                         for m in s.methods]  # fmt: skip
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "## Cost per task and method", "",
             "Env steps and training seconds (compile excluded) at the last evaluation, mean over seeds; compile "

@@ -6,11 +6,13 @@ Methods and the settings they run with:
 - ``ppo``: ``brax.training.agents.ppo.train`` with ``mujoco_playground.config.dm_control_suite_params
   .brax_ppo_config(task)``, called as Playground's ``learning/train_jax_ppo.py`` calls it (env wrapped by
   ``wrapper.wrap_for_brax_training``, a separate eval env, the config's ``network_factory`` arguments).
+- ``ppo_small``: the same Brax PPO with the published config's batch geometry replaced by REPPO's cpu one
+  (:data:`reppo.bench.suites.PPO_SMALL_OVERRIDES`), so that it updates within a cpu budget.
 - ``sac``: ``brax.training.agents.sac.train`` with ``brax_sac_config(task)``, likewise. Brax's SAC ``train``
   takes no ``num_resets_per_eval``; that key of the published config is dropped (recorded in the run's settings).
 
 Only ``num_timesteps`` and ``num_evals`` of the published configs are set (from the budget, see the schedules
-below); evaluation is Brax's deterministic one (``deterministic_eval=True``, the published 128 eval episodes).
+below; ``ppo_small`` also replaces its batch geometry); evaluation is Brax's deterministic one (``deterministic_eval=True``, the published 128 eval episodes).
 Every method steps the same Playground envs with the same MJX backend (``impl="jax"``). One Brax seed per
 process: Brax trains one seed per call.
 
@@ -45,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reppo.bench.suites import EVAL_POINTS
+from reppo.bench.suites import EVAL_POINTS, PPO_SMALL_OVERRIDES
 
 COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -219,12 +221,24 @@ class BraxSchedule:
         return self.num_timesteps > self.eval_steps[-1]
 
 
+LIBRARY: dict[str, str] = {"ppo": "ppo", "ppo_small": "ppo", "sac": "sac"}
+"""The Brax agent each peer method trains with."""
+PEER_OVERRIDES: dict[str, dict[str, Any]] = {"ppo": {}, "ppo_small": PPO_SMALL_OVERRIDES, "sac": {}}
+"""Keys of the published config each peer method replaces (only ``ppo_small`` replaces any)."""
+
+
 def published_config(method: str, task: str) -> dict[str, Any]:
-    """Playground's published Brax config for a DM Control task, as a plain dict."""
+    """Playground's published Brax config for a DM Control task, as a plain dict (``method``: a Brax agent,
+    ``ppo`` or ``sac``)."""
     from mujoco_playground.config import dm_control_suite_params
 
     make = {"ppo": dm_control_suite_params.brax_ppo_config, "sac": dm_control_suite_params.brax_sac_config}[method]
     return make(task).to_dict()
+
+
+def peer_config(method: str, task: str) -> dict[str, Any]:
+    """The config a peer method runs on ``task``: its agent's published config with ``PEER_OVERRIDES[method]``."""
+    return {**published_config(LIBRARY[method], task), **PEER_OVERRIDES[method]}
 
 
 def ppo_schedule(config: dict[str, Any], budget: int, points: int) -> BraxSchedule:
@@ -304,11 +318,13 @@ class BraxCall:
 
 
 def brax_call(method: str, task: str, budget: int, points: int, overrides: dict[str, Any] | None = None) -> BraxCall:
-    """How to call Brax ``method`` on ``task`` for ``budget`` env steps (``overrides``: published keys replaced)."""
+    """How to call peer ``method`` on ``task`` for ``budget`` env steps (``overrides``: keys of its config
+    replaced)."""
     _restore_device_put_replicated()
     from mujoco_playground import wrapper
 
-    if method == "ppo":
+    library = LIBRARY[method]
+    if library == "ppo":
         from brax.training.agents.ppo import networks
         from brax.training.agents.ppo import train as brax_train
 
@@ -318,8 +334,8 @@ def brax_call(method: str, task: str, budget: int, points: int, overrides: dict[
         from brax.training.agents.sac import train as brax_train
 
         make_networks = networks.make_sac_networks
-    config = {**published_config(method, task), **(overrides or {})}
-    schedule = brax_schedule(method, config, budget, points)
+    config = {**peer_config(method, task), **(overrides or {})}
+    schedule = brax_schedule(library, config, budget, points)
     network_args = config.pop("network_factory", {})
     accepted = inspect.signature(brax_train.train).parameters
     kwargs = {k: v for k, v in config.items() if k in accepted}
@@ -364,4 +380,6 @@ def run_brax(spec: RunSpec, emit: Emit) -> dict[str, Any]:
             "note": call.schedule.note}  # fmt: skip
 
 
-RUNNERS: dict[str, Callable[[RunSpec, Emit], dict[str, Any]]] = {"reppo": run_reppo, "ppo": run_brax, "sac": run_brax}
+RUNNERS: dict[str, Callable[[RunSpec, Emit], dict[str, Any]]] = {
+    "reppo": run_reppo, "ppo": run_brax, "ppo_small": run_brax, "sac": run_brax,
+}  # fmt: skip

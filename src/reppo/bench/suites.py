@@ -38,10 +38,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHODS: tuple[str, ...] = ("reppo", "ppo", "sac")
-"""Methods of the benchmark: REPPO (this package), Brax PPO, Brax SAC."""
+METHODS: tuple[str, ...] = ("reppo", "ppo", "ppo_small", "sac")
+"""Methods of the benchmark: REPPO (this package), Brax PPO (published settings), Brax PPO with REPPO's cpu batch
+geometry (``PPO_SMALL_OVERRIDES``), Brax SAC."""
 
-METHOD_NAMES: dict[str, str] = {"reppo": "REPPO", "ppo": "Brax PPO", "sac": "Brax SAC"}
+METHOD_NAMES: dict[str, str] = {"reppo": "REPPO", "ppo": "Brax PPO", "ppo_small": "Brax PPO small", "sac": "Brax SAC"}
+
+PPO_SMALL_OVERRIDES: dict[str, object] = {
+    "num_envs": 128, "unroll_length": 16, "batch_size": 16, "num_minibatches": 8, "num_updates_per_batch": 8,
+    "num_resets_per_eval": 0,
+}  # fmt: skip
+"""Brax PPO ``ppo_small``: Playground's published DM Control config (``brax_ppo_config``) with the batch geometry of
+REPPO in the cpu suite (``CPU_REPPO_OVERRIDES``). Published PPO collects 1024 x 32 trajectories of 30 steps per update
+(983,040 env steps) and so never updates within a cpu budget. Here:
+
+- 128 envs stepping 16-step unrolls (REPPO: 128 envs x T = 16): one update per 2,048 env steps, 80-200 updates in
+  the cpu budgets;
+- ``batch_size`` 16 x ``num_minibatches`` 8 = 128 trajectories = one unroll of every env (Brax needs ``batch_size *
+  num_minibatches`` divisible by ``num_envs``), so 8 minibatches of 256 env steps, as REPPO's 8 x 256;
+- 8 passes over each batch (``num_updates_per_batch``; REPPO's 8 epochs; published 16): 64 gradient steps per
+  2,048 env steps, as REPPO;
+- ``num_resets_per_eval`` 0 (published 10): Brax resets every env after each ``num_resets_per_eval``-th of the
+  updates between evaluations, which with 16-step unrolls and ~10 updates per evaluation would cut every 1,000-step
+  episode after 16-32 steps; episodes end by Playground's time limit instead.
+
+Everything else is published: learning rate 1e-3, entropy cost 0.01, discount 0.995, reward scaling 10, clipping,
+GAE, observation normalisation, the default networks (policy 4 x 32, value 5 x 256), 128 evaluation episodes."""
 
 EVAL_POINTS = 10
 """Evaluations per run after the start (each method's schedule is rounded to what its library can do)."""

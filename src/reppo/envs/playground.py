@@ -295,10 +295,11 @@ class AutoResetVecEnv:
         ex: ResetExtra = state.extra
         action = jnp.clip(action, -1.0, 1.0)
         nxt, reward, done = jax.vmap(self._env_step)(state.inner, action)
-        reward = _finite(reward.astype(jnp.float32))
+        # Non-finite rewards and observations of a diverged physics state are passed on as they are, for the NaN/Inf
+        # guard to count and act on (``reppo.algo.guard``: the update is rolled back and those envs reset).
+        # Playground also reports such a state as terminated, so it is replaced at once by a reset state.
+        reward = reward.astype(jnp.float32)
         next_obs, next_critic_obs = _split_obs(nxt.obs, n)
-        # A diverged (NaN) state is reported as terminated by Playground; keep the bootstrap input finite.
-        next_obs, next_critic_obs = _finite(next_obs), _finite(next_critic_obs)
 
         steps = state.steps + 1
         terminated = done > 0
@@ -307,7 +308,7 @@ class AutoResetVecEnv:
 
         inner, ex = self._auto_reset(nxt, ended, ex)
 
-        ep_ret = ex.episode_return + reward
+        ep_ret = ex.episode_return + _finite(reward)  # diagnostics only: one diverged step must not poison the sums
         ex = ex.replace(
             episode_return=jnp.where(ended, 0.0, ep_ret),
             completed_return_sum=ex.completed_return_sum + jnp.sum(jnp.where(ended, ep_ret, 0.0)),
