@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from reppo.envs.playground import EnvLoadError
+from reppo.envs.playground import EnvLoadError, UnknownEnvError
 
 CUSTOM = "custom"
 """Label prefix of a run on an env object that has no family id (``custom:ClassName``; :mod:`reppo.envs.build`)."""
@@ -77,10 +77,10 @@ def split(env_id: str) -> tuple[Family | None, str]:
     if not sep:
         return None, env_id
     if prefix not in FAMILIES:
-        raise ValueError(f"env {env_id!r} has an unknown family {prefix!r}; allowed: {', '.join(FAMILIES)}, or a "
+        raise UnknownEnvError(f"env {env_id!r} has an unknown family {prefix!r}; allowed: {', '.join(FAMILIES)}, or a "
                          "MuJoCo Playground id without a prefix")  # fmt: skip
     if not name:
-        raise ValueError(f"env {env_id!r} names no env after {prefix + ':'!r}")
+        raise UnknownEnvError(f"env {env_id!r} names no env after {prefix + ':'!r}")
     return FAMILIES[prefix], name
 
 
@@ -144,7 +144,7 @@ def make(env_id: str, num_envs: int, *, episode_length: int | None = None, rando
     :class:`reppo.envs.base.VecEnv` for Brax and gymnax. ``randomize_steps=False`` asks for an evaluation env: a
     host family's is then seeded at every reset."""
     if env_id.startswith(CUSTOM + ":"):
-        raise ValueError(f"env {env_id!r} was an env object: pass it again (reppo.train / resume(..., env=...))")
+        raise EnvLoadError(f"env {env_id!r} was an env object: pass it again (reppo.train / resume(..., env=...))")
     family, name = split(env_id)
     require(family, env_id)
     if family.prefix == "gymnasium":

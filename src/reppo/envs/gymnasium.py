@@ -103,7 +103,7 @@ class GymnasiumVecEnv:
 
     def reset(self, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
         seed = seed_of(key) if self.seed_on_reset and (self.reseed or not self._seeded) else None
-        self._seeded = True
+        self._seeded, self.last_seed = True, seed  # last_seed: the seed given to the vector env (None: continued)
         obs, _ = self.env.reset(seed=seed)
         self._obs = self._split(obs)
         return self._obs

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from reppo.config import ConfigError
 
-class UnsupportedSpaceError(ValueError):
-    """An env's action or observation space that reppo cannot train on (yet)."""
+
+class UnsupportedSpaceError(ConfigError):
+    """An env's action or observation space that reppo cannot train on (yet); one line (``reppo`` exits 2)."""
 
 
 @dataclass(frozen=True)
