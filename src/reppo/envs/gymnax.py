@@ -3,8 +3,8 @@
 gymnax's ``env.step(key, state, action, params)`` auto-resets: on ``done`` it returns the *reset* observation, so
 the final observation of an episode is lost, and before gymnax 1.0 its ``done`` also fires at the time limit
 (``state.time >= params.max_steps_in_episode``), a truncation, not a termination. :class:`GymnaxEnv` therefore
-steps with ``env.step_env`` (no reset) under params whose time limit never fires, reports only the task's own terminations
-as ``done``, and leaves the time limit (the task's ``max_steps_in_episode``) and the resets to
+steps with ``env.step_env`` (no reset) under params whose time limit never fires, reports only the task's own
+terminations as ``done``, and leaves the time limit (the task's ``max_steps_in_episode``) and the resets to
 :class:`reppo.envs.playground.AutoResetVecEnv`, which keeps the final observation. The object has MuJoCo
 Playground's single-env API: ``reset(rng) -> State`` and ``step(State, action) -> State``; its state carries the
 PRNG key gymnax's step needs. Actions in [-1, 1] are rescaled to the action Box (:mod:`reppo.envs.spaces`).
