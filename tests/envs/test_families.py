@@ -199,3 +199,15 @@ def test_env_objects_and_reward_scale():
     np.testing.assert_allclose(result.reward, 0.5 * ref.step(np.zeros((4, 1)))[1], rtol=1e-6)
     with pytest.raises(ConfigError, match="reward_scale=0 must be a finite number > 0"):
         resolve(Config(reward_scale=0))
+
+
+def test_video_of_a_family_without_a_renderer_is_refused_before_training(tmp_path):
+    from reppo.config import Config
+    from reppo.envs.render import renders
+    from reppo.training import train
+
+    assert renders("gymnasium:Hopper-v5") and renders("envpool:Hopper-v5") and renders("CheetahRun")
+    assert not renders("gymnax:Pendulum-v1") and not renders("envpool:T1JoystickFlatTerrain-v1")
+    with pytest.raises(ConfigError, match="video=True: 'gymnax:Pendulum-v1' cannot be rendered; allowed: gymnasium:"):
+        train(Config(env="gymnax:Pendulum-v1", video=True), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()

@@ -72,7 +72,13 @@ def build_envs(config, env: Any = None, eval_env: Any = None) -> tuple[Any, Any]
     """(training env of num_envs * num_seeds envs with the rewards scaled, evaluation env of eval_envs * num_seeds
     envs) for a resolved ``config``; from ``config.env`` unless env objects are given."""
     from reppo.envs import make_env, task_defaults
+    from reppo.envs.render import renders
 
+    if config.video and not renders(config.env):
+        from reppo.config import ConfigError
+
+        raise ConfigError(f"video=True: {config.env!r} cannot be rendered; allowed: gymnasium: ids, envpool: ports of "
+                          "Gymnasium tasks, MuJoCo Playground ids")  # fmt: skip
     n, n_eval = config.num_envs * config.num_seeds, config.eval_envs * config.num_seeds
     if env is None:
         train = make_env(config.env, n, impl=config.impl)

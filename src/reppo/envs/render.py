@@ -13,6 +13,14 @@ import numpy as np
 from reppo.envs.families import split
 
 
+def renders(env_id: str) -> bool:
+    """Whether ``reppo video`` / ``--video`` can render ``env_id`` (Playground ids always can)."""
+    try:
+        return ":" not in env_id or bool(_gymnasium_twin(env_id))
+    except ValueError:
+        return False
+
+
 def _gymnasium_twin(env_id: str) -> str:
     family, name = split(env_id)
     if family is not None and family.prefix == "gymnasium":
