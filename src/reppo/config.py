@@ -25,7 +25,9 @@ class Config:
 
     # --- run ---
     env: str = "CartpoleBalance"
-    """MuJoCo Playground task id (DM Control suite, locomotion) or ToyAsymmetric."""
+    """MuJoCo Playground task id (DM Control suite, locomotion) or ToyAsymmetric, or FAMILY:NAME of another family:
+    gymnasium:HalfCheetah-v5, envpool:T1JoystickFlatTerrain-v1, maniskill:PickCube-v1, brax:ant, gymnax:Pendulum-v1
+    (each an optional extra)."""
     preset: PresetName = "cpu"
     """Named hyperparameter set applied before any other flag: cpu (2-core machine) or the paper's settings."""
     seed: int = 1
@@ -57,6 +59,9 @@ class Config:
     """Discount; None takes the task preset (0.99 DM Control, 0.97 locomotion)."""
     lam: float = 0.95
     """TD(lambda) parameter."""
+    reward_scale: float | None = None
+    """Multiplies the rewards the learner sees (evaluation returns are never scaled); None takes the task preset
+    (1; 0.1 for Brax and Gymnasium MuJoCo tasks, the paper's Brax setting)."""
     v_min: float | None = None
     """Lower end of the critic's value range; None takes the task preset."""
     v_max: float | None = None
@@ -277,6 +282,9 @@ def validate(config: Config) -> None:
         _require(math.isfinite(value) and value >= 0, f"{name}={value!r} must be a finite number >= 0")
     _require(c.init_std > c.min_std, f"init_std={c.init_std} must exceed min_std={c.min_std}")
     _require(0.0 <= c.lam <= 1.0, f"lam={c.lam} must be in [0, 1]")
+    if c.reward_scale is not None:
+        _require(math.isfinite(c.reward_scale) and c.reward_scale > 0,
+                 f"reward_scale={c.reward_scale!r} must be a finite number > 0")  # fmt: skip
     if c.gamma is not None:
         _require(0.0 < c.gamma <= 1.0, f"gamma={c.gamma} must be in (0, 1]")
     if c.v_min is not None and c.v_max is not None:
@@ -294,6 +302,7 @@ def resolve(config: Config) -> Config:
         gamma=task.gamma if config.gamma is None else config.gamma,
         v_min=task.v_min if config.v_min is None else config.v_min,
         v_max=task.v_max if config.v_max is None else config.v_max,
+        reward_scale=task.reward_scale if config.reward_scale is None else config.reward_scale,
     )
     validate(resolved)
     return resolved

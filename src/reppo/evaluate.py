@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from reppo.algo import distributions
-from reppo.envs.base import VecEnv
+from reppo.envs.base import HostVecEnv, VecEnv
 from reppo.nets import Actor
 from reppo.normalization import RunningStats
 
@@ -77,7 +77,11 @@ def evaluate_policy(policy, episodes: int, key: jax.Array, deterministic: bool =
         )
     stats = RunningStats(mean=jnp.asarray(policy.obs_mean), var=jnp.asarray(policy.obs_var), count=jnp.ones(()))
     one_seed = lambda x: jnp.asarray(x)[None]
-    out = jax.jit(make_evaluate(policy.actor, env, 1, deterministic))(
-        jax.tree.map(one_seed, policy.params), jax.tree.map(one_seed, stats), key
-    )
+    if isinstance(env, HostVecEnv):  # Gymnasium, EnvPool, ManiSkill: stepped from Python
+        from reppo.evaluate_host import make_host_evaluate
+
+        evaluate = make_host_evaluate(policy.actor, env, 1, deterministic)
+    else:
+        evaluate = jax.jit(make_evaluate(policy.actor, env, 1, deterministic))
+    out = evaluate(jax.tree.map(one_seed, policy.params), jax.tree.map(one_seed, stats), key)
     return EvalResult(returns=out.returns[0], lengths=out.lengths[0])

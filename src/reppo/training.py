@@ -33,7 +33,7 @@ import yaml
 from reppo import parallel
 from reppo.checkpoint import CHECKPOINT_DIR, MAX_TO_KEEP, Checkpointer
 from reppo.config import CONFIG_FILE, Config, ConfigError, load_config, resolve
-from reppo.envs import make_env
+from reppo.envs.build import build_envs, is_host, label
 from reppo.evaluate import make_evaluate
 from reppo.files import write_atomic
 from reppo.health import HealthMonitor, TrainingDivergedError
@@ -158,26 +158,35 @@ def _start_wandb(config: Config, run_dir: Path):
     )
 
 
-def train(config: Config, run_dir: str | Path | None = None, echo=print) -> TrainResult:
+def train(config: Config, run_dir: str | Path | None = None, echo=print, env=None, eval_env=None) -> TrainResult:
     """Train REPPO as ``config`` says; write config.yaml, metrics.csv, TensorBoard events and checkpoints into
     the run folder (a new one, default ``runs/<env>__<preset>__<seed>__<time>``).
 
+    ``env`` trains on an env object instead of ``config.env`` (``reppo.envs.build``: a Gymnasium VectorEnv of
+    num_envs * num_seeds envs, or a JAX env with the Brax / Playground interface); ``eval_env`` is the evaluation
+    env (a VectorEnv of eval_envs * num_seeds envs; a JAX env is reused). ``config.env`` then becomes the run's
+    label (``reppo.envs.build.label``).
+
     Raises ConfigError / UnknownEnvError / EnvLoadError / OSError before anything compiles when the input is bad.
     """
+    if env is not None:
+        config = dataclasses.replace(config, env=label(env, config.env))
     config = resolve(config)
     run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
     if (run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists():
         raise ConfigError(f"run folder {run_dir} already holds a run; resume it (reppo train --resume) or pick another")
     config = dataclasses.replace(config, run_dir=str(run_dir))
-    return _Run(config, run_dir, echo, resume_from=None).train()
+    return _Run(config, run_dir, echo, resume_from=None, env=env, eval_env=eval_env).train()
 
 
-def resume(run_dir: str | Path, echo=print, **overrides) -> TrainResult:
+def resume(run_dir: str | Path, echo=print, env=None, eval_env=None, **overrides) -> TrainResult:
     """Continue the run in ``run_dir`` from its latest checkpoint, appending to the same logs.
 
     ``overrides`` may set only fields that leave the trajectory unchanged (``total_steps``, ``progress``,
     ``checkpoint_every``, ``track``, ``video``, ``devices``); a larger ``total_steps`` extends a finished run. The
-    result is bit for bit the run that would have happened without the interruption.
+    result is bit for bit the run that would have happened without the interruption. A run on a host env (Gymnasium,
+    EnvPool, ManiSkill) resumes with its envs reset (a host env's state is not in the checkpoint); the learner, the
+    keys and the logs continue exactly. A run on env objects takes them again as ``env`` / ``eval_env``.
     """
     run_dir = Path(run_dir)
     config = load_config(run_dir)
@@ -192,24 +201,22 @@ def resume(run_dir: str | Path, echo=print, **overrides) -> TrainResult:
         raise ConfigError(
             f"total_steps={config.total_steps} is below the {last * config.batch_size} env steps this run has done"
         )
-    return _Run(config, run_dir, echo, resume_from=checkpointer).train()
+    return _Run(config, run_dir, echo, resume_from=checkpointer, env=env, eval_env=eval_env).train()
 
 
 class _Run:
     """One process's part of a run, as named steps: build, start or restore, compile, open the logs, then per
     iteration iterate, read the guard's flags, evaluate, checkpoint."""
 
-    def __init__(self, config: Config, run_dir: Path, echo, resume_from: Checkpointer | None):
+    def __init__(self, config: Config, run_dir: Path, echo, resume_from: Checkpointer | None, env=None,
+                 eval_env=None):  # fmt: skip
         self.config, self.run_dir, self.resume_from = config, run_dir, resume_from
         self.seeds = seeds_of(config)
         self.mesh = parallel.make_mesh(config.devices)
         self.primary = parallel.is_primary()  # only process 0 writes files and prints
         self.echo = echo if self.primary else (lambda _: None)
-        n = config.num_envs * config.num_seeds
-        self.env = make_env(config.env, n, impl=config.impl)
+        self.env, self.eval_env = build_envs(config, env, eval_env)
         parallel.check_divisible(self.env.num_envs, self.mesh)
-        self.eval_env = make_env(config.env, config.eval_envs * config.num_seeds, impl=config.impl,
-                                 randomize_steps=False)  # fmt: skip
         if self.primary:
             _check_writable(run_dir)
             write_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
@@ -252,18 +259,23 @@ class _Run:
         state = parallel.put(state, shardings)
         t0 = time.perf_counter()
         self.iterate, self.metric_names = self.rollout.compile(state, shardings, self.mesh)
-        learner = state.learner
-        evaluate = make_evaluate(self.rollout.seeded.learner.actor, self.eval_env, self.config.num_seeds)
-        replicated = parallel.replicated(self.mesh)
-        self.evaluate = (
-            jax.jit(evaluate, in_shardings=replicated, out_shardings=replicated)
-            .lower(learner.actor_params, learner.obs_stats, self.key_eval)
-            .compile()
-        )
+        self.evaluate = self.compile_evaluate(state.learner)
         self.compile_s = time.perf_counter() - t0
         parallel.barrier("compiled")
         self.echo(f"reppo: compiled in {self.compile_s:.1f} s")
         return state
+
+    def compile_evaluate(self, learner):
+        """The evaluation: one compiled program on a JAX env; on a host env, a Python loop with a jitted act."""
+        actor, num_seeds = self.rollout.seeded.learner.actor, self.config.num_seeds
+        if is_host(self.eval_env):
+            from reppo.evaluate_host import make_host_evaluate
+
+            return make_host_evaluate(actor, self.eval_env, num_seeds)
+        replicated = parallel.replicated(self.mesh)
+        evaluate = jax.jit(make_evaluate(actor, self.eval_env, num_seeds), in_shardings=replicated,
+                           out_shardings=replicated)  # fmt: skip
+        return evaluate.lower(learner.actor_params, learner.obs_stats, self.key_eval).compile()
 
     def open_logs(self) -> None:
         c, run_dir, primary = self.config, self.run_dir, self.primary
@@ -415,6 +427,8 @@ class _Run:
         render_episode(c.env, policy, self.run_dir / "videos" / f"eval_{env_steps:010d}.mp4", key=key, impl=c.impl)
 
     def close(self) -> None:
+        for env in (self.env, self.eval_env):
+            getattr(env, "close", lambda: None)()
         self.progress.close()
         if self.logger is not None:
             self.logger.close()

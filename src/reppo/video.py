@@ -351,6 +351,13 @@ def render_episode(
         raise ValueError(f"H.264 needs an even width and height, got {width}x{height}")
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    if ":" in env_id:  # another family (reppo.envs.families): its own renderer
+        from reppo.envs.render import render_family_episode
+
+        frames, ret, env_fps = render_family_episode(env_id, policy, key=key, max_steps=max_steps, width=width,
+                                                     height=height, camera=camera)  # fmt: skip
+        fps = env_fps if fps is None else float(fps)
+        return VideoResult(path=write_video(frames, path, fps), num_frames=len(frames), episode_return=ret, fps=fps)
     frames, ret = render_frames(
         env_id, policy, key=key, impl=impl, max_steps=max_steps, width=width, height=height, camera=camera
     )

@@ -1,8 +1,9 @@
 """Environments: ``make_env(env_id, num_envs)`` -> :class:`VecEnv`, task presets and the env registry.
 
 Ids are MuJoCo Playground's registered ids (DM Control suite, locomotion, manipulation) plus
-``ToyAsymmetric`` (:mod:`reppo.envs.toy`). MuJoCo Playground is imported lazily (it takes seconds), on the
-first call that needs it.
+``ToyAsymmetric`` (:mod:`reppo.envs.toy`), or ``FAMILY:NAME`` for the other families (``gymnasium:``,
+``envpool:``, ``maniskill:``, ``brax:``, ``gymnax:``; :mod:`reppo.envs.families`). MuJoCo Playground is imported
+lazily (it takes seconds), on the first call that needs it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from reppo.envs.base import EnvState, StepResult, VecEnv
+from reppo.envs.base import EnvState, HostVecEnv, StepResult, VecEnv
 from reppo.envs.playground import (
     IMPLS,
     RESET_STRATEGIES,
@@ -29,6 +30,7 @@ __all__ = [
     "AutoResetVecEnv",
     "EnvLoadError",
     "EnvState",
+    "HostVecEnv",
     "StepResult",
     "TaskDefaults",
     "UnknownEnvError",
@@ -65,6 +67,8 @@ class TaskDefaults:
     """Whether the env provides privileged critic observations (critic_obs != obs)."""
     episode_length: int
     """Time limit in agent steps (Playground's ``episode_length`` divided by its ``action_repeat``)."""
+    reward_scale: float = 1.0
+    """Multiplies the rewards the learner sees (not evaluation returns): 0.1 for Brax-like tasks (paper)."""
 
 
 def _suites() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -99,7 +103,12 @@ def _agent_steps(episode_length: int, action_repeat: int) -> int:
 def task_defaults(env_id: str) -> TaskDefaults:
     """Presets for ``env_id``: DM Control as in the paper (gamma 0.99, values in [0, 150]); locomotion as the
     paper's humanoid joystick tasks (gamma 0.97, [-10, 10], privileged critic where the task provides it).
-    Manipulation tasks get the locomotion values (a guess: the paper has no manipulation results)."""
+    Manipulation tasks get the locomotion values (a guess: the paper has no manipulation results). Ids of the other
+    families: :func:`reppo.envs.families.defaults`."""
+    if ":" in env_id:
+        from reppo.envs import families
+
+        return families.defaults(env_id)
     if env_id == TOY_ENV_ID:
         from reppo.envs.toy import default_config
 
@@ -128,7 +137,7 @@ def make_env(
     reset_strategy: str = "pool",
     reset_chunk_size: int | None = None,
     config_overrides: dict[str, Any] | None = None,
-) -> AutoResetVecEnv:
+) -> VecEnv | HostVecEnv:
     """Build ``num_envs`` auto-resetting copies of ``env_id``.
 
     Args:
@@ -149,8 +158,13 @@ def make_env(
         UnknownEnvError: ``env_id`` is not registered (the message lists close matches).
         EnvLoadError: the task could not be built, e.g. its MuJoCo Menagerie models could not be fetched.
         ValueError: a bad ``impl`` or other argument.
+        MissingExtraError: the family of a ``FAMILY:NAME`` id is not installed (the message says what to install).
     """
     validate_impl(impl)
+    if ":" in env_id:  # another family: a HostVecEnv (Gymnasium, EnvPool, ManiSkill) or a JAX VecEnv (Brax, gymnax)
+        from reppo.envs import families
+
+        return families.make(env_id, num_envs, episode_length=episode_length, randomize_steps=randomize_steps)
     if env_id == TOY_ENV_ID:
         from reppo.envs.toy import ToyAsymmetric
 
