@@ -32,7 +32,7 @@ def _int_fields() -> set[str]:
     """Hyphenated names of the Config fields that hold integers."""
     from reppo.config import Config
 
-    return {f.name.replace("_", "-") for f in dataclasses.fields(Config) if f.type in ("int", int)}
+    return {f.name.replace("_", "-") for f in dataclasses.fields(Config) if f.type in ("int", int, "int | None")}
 
 
 def _integral(value: str) -> str:
