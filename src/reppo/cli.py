@@ -198,7 +198,8 @@ class VideoArgs:
     width: int = 320
     height: int = 240
     camera: str | None = None
-    """Camera name (default: the model's free camera)."""
+    """Camera name (default: the model's "track" camera if it has one, as locomotion robots do, else the free
+    camera)."""
 
 
 def video_command(args: list[str]) -> int:

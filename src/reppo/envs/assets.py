@@ -42,10 +42,11 @@ INSTALL_HINT = (
 _LOCK = threading.RLock()
 
 
-def asset_roots(packages: tuple[str, ...] = ASSET_PACKAGES) -> list[Path]:
-    """The Menagerie folders of the installed robot-model wheels (none installed: an empty list)."""
+def asset_roots(packages: tuple[str, ...] | None = None) -> list[Path]:
+    """The Menagerie folders of the installed robot-model wheels (default :data:`ASSET_PACKAGES`; none
+    installed: an empty list)."""
     roots = []
-    for name in packages:
+    for name in ASSET_PACKAGES if packages is None else packages:
         try:
             module = importlib.import_module(name)
         except ImportError:

