@@ -402,6 +402,40 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _orientation_error(quat: jax.Array, goal: jax.Array) -> jax.Array:
+    """Angle between two unit quaternions, 2 asin(min(|vector part of quat * goal^-1|, 1)), as Playground 0.2.0
+    computes it, with ``jnp.minimum`` in place of ``jnp.clip(..., a_max=1.0)``."""
+    from mujoco.mjx._src import math as mjx_math
+
+    diff = mjx_math.normalize(mjx_math.quat_mul(quat, mjx_math.quat_inv(goal)))
+    return 2.0 * jnp.arcsin(jnp.minimum(mjx_math.norm(diff[1:]), 1.0))
+
+
+def _fix_removed_clip_keyword(env: Any) -> list[str]:
+    """Playground 0.2.0's LeapCubeReorient (``_cube_orientation_error``) and PandaRobotiqPushCube
+    (``_orientation_error``) call ``jnp.clip(x, a_max=1.0)``, a keyword that jax no longer has (reppo needs jax >=
+    0.7), so their ``step`` raises TypeError. Where a method of ``env`` still does, this env (not the class) gets
+    the same computation written with ``jnp.minimum``. Returns the names of the methods replaced."""
+    import inspect
+    import types
+
+    if "a_max" in inspect.signature(jnp.clip).parameters:
+        return []
+    fixes = {
+        "_cube_orientation_error": lambda self, data: _orientation_error(
+            self.get_cube_orientation(data), self.get_cube_goal_orientation(data)
+        ),
+        "_orientation_error": lambda self, quat, goal: _orientation_error(quat, goal),
+    }
+    replaced = []
+    for name, fix in fixes.items():
+        method = getattr(type(env), name, None)
+        if method is not None and "a_max=" in inspect.getsource(method):
+            setattr(env, name, types.MethodType(fix, env))
+            replaced.append(name)
+    return replaced
+
+
 def needs_menagerie(env_id: str) -> bool:
     """Whether ``env_id`` is a locomotion or manipulation task (its robot comes from the MuJoCo Menagerie)."""
     from mujoco_playground._src import locomotion, manipulation
@@ -438,6 +472,7 @@ def load_playground(env_id: str, impl: str, config_overrides: dict | None = None
                 f"{INSTALL_HINT} installs every robot Playground uses"
             ) from e
         raise EnvLoadError(f"could not load env {env_id!r}: {_one_line(e)}") from e
+    _fix_removed_clip_keyword(env)
     if jax.process_count() > 1 and hasattr(env, "_mjx_model"):
         # MJX puts the model on the run's first device, which only process 0 can read (reppo.parallel); every
         # process needs its own copy on its own device.
