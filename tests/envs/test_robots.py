@@ -23,7 +23,7 @@ from reppo.envs import EnvLoadError, make_env, task_defaults
 from reppo.envs import assets as assets_module
 from reppo.envs.assets import ASSET_PACKAGES, asset_roots, combined_menagerie, playground_menagerie
 
-# The robot folders of the two wheels (issue 19, checked by listing the 0.3.0 and 0.4.0 wheels).
+# The robot folders of the two wheels: issue 19 lists them for 0.4.0; the 0.3.0 wheels (pinned) hold the same.
 LARGE = {
     "aloha", "boston_dynamics_spot", "franka_emika_panda", "google_barkour_vb", "leap_hand", "robotiq_2f85_v4",
     "tetheria_aero_hand_open", "unitree_go1",
@@ -146,6 +146,9 @@ def test_humanoid_task_builds_with_the_measured_sizes():
     assert (env.action_size, env.obs_size, env.critic_obs_size) == MEASURED_SIZES["T1JoystickFlatTerrain"]
     assert env.episode_length == 1000
     assert not _default_menagerie().exists()  # nothing cloned or written into site-packages
+    from reppo.video import default_camera
+
+    assert default_camera(env.env.mj_model) == "track"  # videos follow the robot
 
 
 _HIDE_WHEELS = f"""
@@ -183,7 +186,10 @@ def test_without_the_wheels_make_env_raises(monkeypatch):
     with pytest.raises(EnvLoadError) as info:
         make_env("PandaPickCube", 2)
     assert "\n" not in str(info.value) and "pip install -e" in str(info.value)
-    make_env("CartpoleBalance", 2)  # DM Control needs no robot models
+    cart = make_env("CartpoleBalance", 2)  # DM Control needs no robot models
+    from reppo.video import default_camera
+
+    assert default_camera(cart.env.mj_model) is None  # no "track" camera: MuJoCo's free camera, as before
 
 
 # ---------------------------------------------------------------------------------------------- slow suite

@@ -208,7 +208,7 @@ def make_env(
 
     Raises:
         UnknownEnvError: ``env_id`` is not registered (the message lists close matches).
-        EnvLoadError: the task could not be built, e.g. its MuJoCo Menagerie models could not be fetched.
+        EnvLoadError: the task could not be built, e.g. its MuJoCo Menagerie robot models are not installed.
         ValueError: a bad ``impl`` or other argument.
     """
     validate_impl(impl)

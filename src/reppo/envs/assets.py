@@ -132,7 +132,7 @@ def combined_menagerie(roots: list[Path]) -> Path:
 
 
 class MissingAssetsError(RuntimeError):
-    """No robot models are installed (and Playground has no Menagerie clone)."""
+    """No robot models: none installed and no Menagerie clone, or $REPPO_MENAGERIE_DIR is not a folder."""
 
 
 @contextlib.contextmanager
