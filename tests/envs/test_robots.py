@@ -44,6 +44,15 @@ def _default_menagerie() -> Path:
     return Path(mjx_env.EXTERNAL_DEPS_PATH) / "mujoco_menagerie"
 
 
+@pytest.fixture(autouse=True)
+def wheels_only(monkeypatch):
+    """The tests check the wheels: no folder from the environment, and no clone of Playground's own (either would
+    be used instead)."""
+    monkeypatch.delenv("REPPO_MENAGERIE_PATH", raising=False)
+    if _default_menagerie().exists():
+        pytest.skip(f"Playground's own Menagerie clone {_default_menagerie()} is present and is used instead")
+
+
 def test_wheels_hold_every_robot_playground_loads():
     # Independent reference: the folder names Playground's own source joins onto MENAGERIE_PATH.
     needed = set()
@@ -94,7 +103,7 @@ def test_env_var_names_a_folder_of_robots(tmp_path, monkeypatch):
     only_t1 = tmp_path / "menagerie"
     only_t1.mkdir()
     (only_t1 / "booster_t1").symlink_to(asset_roots()[1] / "booster_t1")
-    monkeypatch.setenv("REPPO_MENAGERIE_DIR", str(only_t1))
+    monkeypatch.setenv("REPPO_MENAGERIE_PATH", str(only_t1))
     with playground_menagerie() as folder:
         assert folder == only_t1
     env, _ = load_playground("T1JoystickFlatTerrain", "jax")
@@ -103,8 +112,8 @@ def test_env_var_names_a_folder_of_robots(tmp_path, monkeypatch):
         load_playground("Go1JoystickFlatTerrain", "jax")
     message = str(info.value)
     assert "\n" not in message and str(only_t1) in message and "unitree_go1" in message and "[robots]" in message
-    monkeypatch.setenv("REPPO_MENAGERIE_DIR", str(tmp_path / "missing"))
-    with pytest.raises(EnvLoadError, match=r"needs the MuJoCo Menagerie robot models, but REPPO_MENAGERIE_DIR=.*"):
+    monkeypatch.setenv("REPPO_MENAGERIE_PATH", str(tmp_path / "missing"))
+    with pytest.raises(EnvLoadError, match=r"needs the MuJoCo Menagerie robot models, but REPPO_MENAGERIE_PATH=.*"):
         load_playground("T1JoystickFlatTerrain", "jax")
 
 

