@@ -20,7 +20,8 @@ def test_presets_match_spec_section_7():
         c = preset_config(name)
         assert (c.num_envs, c.num_steps, c.num_minibatches) == (1024, envs_steps, minibatches)
         assert c.minibatch_size == 2048 and c.num_epochs == 8
-        assert c.critic_width == c.actor_width == 512
+        assert c.critic_width is None and c.actor_width == 512  # the critic's width is resolved with the task
+        assert resolve(c).critic_width == 512
         assert c.total_steps == 50_000_000
     cpu = preset_config("cpu")
     assert cpu == Config()  # the defaults are the cpu preset
@@ -79,6 +80,101 @@ def test_resolve_fills_task_presets():
     assert (c.gamma, c.v_min, c.v_max) == (0.99, 0.0, 150.0)
     c = resolve(Config(env="CheetahRun", gamma=0.95, v_max=50.0))
     assert (c.gamma, c.v_min, c.v_max) == (0.95, 0.0, 50.0)
+
+
+HUMANOIDS = ("G1JoystickFlatTerrain", "G1JoystickRoughTerrain", "T1JoystickFlatTerrain", "T1JoystickRoughTerrain")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_humanoid_task_preset_is_the_papers(preset):
+    """Spec section 7: gamma 0.97, critic width 1024, values in [-10, 10], privileged critic observation."""
+    from reppo.envs import task_defaults
+
+    width = {"cpu": 128}.get(preset, 512)
+    for env in HUMANOIDS:
+        c = resolve(preset_config(preset, env=env))
+        assert (c.gamma, c.critic_width, c.v_min, c.v_max) == (0.97, 1024, -10.0, 10.0), (preset, env)
+        assert c.actor_width == width and task_defaults(env).asymmetric
+    c = resolve(preset_config(preset, env="CheetahRun"))
+    assert (c.gamma, c.critic_width, c.v_min, c.v_max) == (0.99, width, 0.0, 150.0)
+
+
+def test_task_presets_never_override_given_values():
+    given = dict(gamma=0.9, critic_width=512, v_min=-3.0, v_max=4.0)
+    for env in ("T1JoystickFlatTerrain", "PandaPickCube", "CheetahRun"):
+        c = resolve(preset_config("paper-small", env=env, **given))
+        assert (c.gamma, c.critic_width, c.v_min, c.v_max) == (0.9, 512, -3.0, 4.0)
+        assert resolve(c) == c  # a resolved config (config.yaml) resolves to itself
+    c = resolve(preset_config("paper-small", env="T1JoystickFlatTerrain", critic_width=128))
+    assert c.critic_width == 128 and c.gamma == 0.97
+    with pytest.raises(ConfigError, match=r"^critic_width=0 must be a positive integer \(or None: the task preset\)$"):
+        validate(Config(critic_width=0))
+
+
+def test_cli_trains_humanoids_with_the_task_preset(monkeypatch):
+    """`reppo train --preset paper-small --env T1JoystickFlatTerrain` used to train a critic of width 512."""
+    import reppo.training
+    from reppo.cli import main
+
+    seen = []
+
+    def fake_train(config):
+        seen.append(resolve(config))  # what training resolves and writes to config.yaml
+        return type("Result", (), {"interrupted": False})()
+
+    monkeypatch.setattr(reppo.training, "train", fake_train)
+    assert main(["train", "--preset", "paper-small", "--env", "T1JoystickFlatTerrain"]) == 0
+    assert main(["train", "--env", "G1JoystickRoughTerrain", "--preset=paper-large", "--critic-width", "2e3"]) == 0
+    assert main(["train", "--env", "T1JoystickFlatTerrain", "--gamma", "0.99"]) == 0
+    (small, large, cpu) = seen
+    assert (small.preset, small.critic_width, small.actor_width, small.gamma) == ("paper-small", 1024, 512, 0.97)
+    assert (small.v_min, small.v_max, small.num_minibatches) == (-10.0, 10.0, 16)
+    assert (large.critic_width, large.num_steps) == (2000, 128)
+    assert (cpu.critic_width, cpu.gamma, cpu.actor_width) == (1024, 0.99, 128)
+
+
+def _readme_task_presets() -> dict[str, tuple[float, float, float, int | None]]:
+    """The task-preset table of README.md: task id -> (gamma, v_min, v_max, critic width or None for "preset")."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    table = text.split("| tasks | gamma | value range | critic width |")[1].split("\n\n")[0]
+    rows = {}
+    for line in table.strip().splitlines()[1:]:
+        tasks, gamma, values, width = (cell.strip() for cell in line.strip("|").split("|"))
+        v_min, v_max = (float(v) for v in values.strip("[]").split(","))
+        for task in tasks.split(", "):
+            rows[task] = (float(gamma), v_min, v_max, None if width == "preset" else int(width))
+    return rows
+
+
+def test_task_presets_equal_the_readme_table_and_cover_every_robot_task():
+    from mujoco_playground._src import locomotion, manipulation
+
+    from reppo.envs import TASK_PRESETS, task_defaults
+
+    documented = _readme_task_presets()
+    assert documented.pop("DM Control (all 25)") == (0.99, 0.0, 150.0, None)
+    robot_ids = {*locomotion.ALL_ENVS, *manipulation.ALL_ENVS}
+    assert set(documented) == set(TASK_PRESETS) == robot_ids
+    for env, (gamma, v_min, v_max, width) in documented.items():
+        d = task_defaults(env)
+        assert (d.gamma, d.v_min, d.v_max, d.critic_width) == (gamma, v_min, v_max, width), env
+        c = resolve(preset_config("paper-small", env=env))
+        assert (c.gamma, c.v_min, c.v_max, c.critic_width) == (gamma, v_min, v_max, width or 512), env
+
+
+def test_robot_task_discounts_are_playgrounds_own_except_the_papers():
+    """The tasks the paper does not train take Playground's tuned Brax PPO discount (an independent reference)."""
+    from mujoco_playground.config import locomotion_params, manipulation_params
+
+    from reppo.envs import TASK_PRESETS
+
+    for env, (gamma, *_) in TASK_PRESETS.items():
+        if env in HUMANOIDS:
+            continue
+        params = locomotion_params if env in locomotion_params.locomotion.ALL_ENVS else manipulation_params
+        assert gamma == params.brax_ppo_config(env).discounting, env
 
 
 def test_resolve_unknown_env_suggests_close_matches():

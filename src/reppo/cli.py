@@ -32,7 +32,7 @@ def _int_fields() -> set[str]:
     """Hyphenated names of the Config fields that hold integers."""
     from reppo.config import Config
 
-    return {f.name.replace("_", "-") for f in dataclasses.fields(Config) if f.type in ("int", int)}
+    return {f.name.replace("_", "-") for f in dataclasses.fields(Config) if f.type in ("int", int, "int | None")}
 
 
 def _integral(value: str) -> str:
@@ -198,7 +198,8 @@ class VideoArgs:
     width: int = 320
     height: int = 240
     camera: str | None = None
-    """Camera name (default: the model's free camera)."""
+    """Camera name (default: the model's "track" camera if it has one, as locomotion robots do, else the free
+    camera)."""
 
 
 def video_command(args: list[str]) -> int:

@@ -25,9 +25,9 @@ class Config:
 
     # --- run ---
     env: str = "CartpoleBalance"
-    """MuJoCo Playground task id (DM Control suite, locomotion) or ToyAsymmetric, or FAMILY:NAME of another family:
-    gymnasium:HalfCheetah-v5, envpool:T1JoystickFlatTerrain-v1, maniskill:PickCube-v1, brax:ant, gymnax:Pendulum-v1
-    (each an optional extra)."""
+    """MuJoCo Playground task id (DM Control suite, locomotion, manipulation) or ToyAsymmetric, or FAMILY:NAME of
+    another family: gymnasium:HalfCheetah-v5, envpool:T1JoystickFlatTerrain-v1, maniskill:PickCube-v1, brax:ant,
+    gymnax:Pendulum-v1 (each an optional extra)."""
     preset: PresetName = "cpu"
     """Named hyperparameter set applied before any other flag: cpu (2-core machine) or the paper's settings."""
     seed: int = 1
@@ -56,7 +56,7 @@ class Config:
 
     # --- returns and critic ---
     gamma: float | None = None
-    """Discount; None takes the task preset (0.99 DM Control, 0.97 locomotion)."""
+    """Discount; None takes the task preset (0.99 DM Control, 0.97 locomotion, per task for manipulation)."""
     lam: float = 0.95
     """TD(lambda) parameter."""
     reward_scale: float | None = None
@@ -78,8 +78,9 @@ class Config:
     """Weight of the auxiliary reward / next-embedding prediction loss."""
 
     # --- networks and optimisation ---
-    critic_width: int = 128
-    """Hidden width of the critic."""
+    critic_width: int | None = None
+    """Hidden width of the critic; None takes the task preset (1024 on the G1/T1 humanoid joystick tasks, as in
+    the paper), else the preset's width (128 cpu, 512 paper presets)."""
     critic_depth: int = 2
     """Normalised blocks in the critic encoder (each head adds one more)."""
     actor_width: int = 128
@@ -149,7 +150,7 @@ class Config:
 
 # Spec section 7 (paper): N = 1024 envs, minibatch 2048, 8 epochs, widths 512, Adam 3e-4, 50M steps.
 _PAPER: dict[str, object] = dict(
-    num_envs=1024, num_epochs=8, critic_width=512, actor_width=512, num_value_samples=64,
+    num_envs=1024, num_epochs=8, actor_width=512, num_value_samples=64,
     critic_lr=3e-4, dual_lr=3e-4, eval_every=1_000_000, total_steps=50_000_000, value_chunk_size=16_384,
 )  # fmt: skip
 # value_chunk_size: with K = 64 and width 512 a chunk of 65,536 rows holds 128 MiB per hidden activation, the largest
@@ -163,6 +164,11 @@ PRESETS: dict[str, dict[str, object]] = {
     "paper-medium": {**_PAPER, "num_steps": 64, "num_minibatches": 32},
     "paper-large": {**_PAPER, "num_steps": 128, "num_minibatches": 64},
 }
+
+
+# The critic width of each preset where the task has no width of its own (resolve); it is not a preset value, so
+# that a task preset (TaskDefaults.critic_width) can tell it from a width the user gave.
+PRESET_CRITIC_WIDTH: dict[str, int] = {"cpu": 128, "paper-small": 512, "paper-medium": 512, "paper-large": 512}
 
 
 def preset_config(name: str, **overrides) -> Config:
@@ -231,7 +237,6 @@ def validate(config: Config) -> None:
         "num_minibatches",
         "num_value_samples",
         "num_kl_samples",
-        "critic_width",
         "actor_width",
         "critic_depth",
         "actor_depth",
@@ -245,6 +250,11 @@ def validate(config: Config) -> None:
             isinstance(value, int) and not isinstance(value, bool) and value > 0,
             f"{name}={value!r} must be a positive integer",
         )
+    _require(
+        c.critic_width is None
+        or (isinstance(c.critic_width, int) and not isinstance(c.critic_width, bool) and c.critic_width > 0),
+        f"critic_width={c.critic_width!r} must be a positive integer (or None: the task preset)",
+    )
     _require(
         isinstance(c.checkpoint_every, int) and not isinstance(c.checkpoint_every, bool) and c.checkpoint_every >= 0,
         f"checkpoint_every={c.checkpoint_every!r} must be an integer >= 0",
@@ -292,17 +302,20 @@ def validate(config: Config) -> None:
 
 
 def resolve(config: Config) -> Config:
-    """Validate and fill the task presets (gamma, v_min, v_max) from the env. Raises ConfigError or UnknownEnvError."""
+    """Validate and fill the task presets (gamma, v_min, v_max, critic_width) from the env; a value the config
+    already holds is kept. Raises ConfigError or UnknownEnvError."""
     from reppo.envs import task_defaults
 
     validate(config)
     task = task_defaults(config.env)
+    width = task.critic_width or PRESET_CRITIC_WIDTH[config.preset]
     resolved = dataclasses.replace(
         config,
         gamma=task.gamma if config.gamma is None else config.gamma,
         v_min=task.v_min if config.v_min is None else config.v_min,
         v_max=task.v_max if config.v_max is None else config.v_max,
         reward_scale=task.reward_scale if config.reward_scale is None else config.reward_scale,
+        critic_width=width if config.critic_width is None else config.critic_width,
     )
     validate(resolved)
     return resolved

@@ -224,6 +224,17 @@ def _runner(env_id: str, impl: str) -> _Runner:
 
 
 # ---------------------------------------------------------------------- rendering
+TRACKING_CAMERA = "track"
+"""The camera Playground's locomotion robots carry, following the torso; videos use it when the model has it."""
+
+
+def default_camera(model: Any) -> str | None:
+    """``"track"`` if the model has that camera (locomotion robots, which walk out of a fixed view), else None
+    (MuJoCo's free camera, looking at the whole model)."""
+    names = {model.camera(i).name for i in range(model.ncam)}
+    return TRACKING_CAMERA if TRACKING_CAMERA in names else None
+
+
 def render_states(
     env: Any,
     states: Sequence[Any],
@@ -232,11 +243,14 @@ def render_states(
     height: int = 240,
     camera: str | int | None = None,
 ) -> np.ndarray:
-    """Frames (F, H, W, 3) uint8 of Playground states (or :class:`RenderState` snapshots) via ``env.render``."""
+    """Frames (F, H, W, 3) uint8 of Playground states (or :class:`RenderState` snapshots) via ``env.render``.
+
+    ``camera``: a camera name or index of the model; None: :func:`default_camera`."""
     check_gl()
     if width < 1 or height < 1:
         raise ValueError(f"width and height must be positive, got {width}x{height}")
     model = env.mj_model
+    camera = default_camera(model) if camera is None else camera
     if isinstance(camera, str):
         names = [model.camera(i).name for i in range(model.ncam)]
         if camera not in names:
@@ -344,7 +358,8 @@ def render_episode(
 
     ``policy`` maps raw actor observations (1, obs_size) to actions (1, action_size) (a
     :class:`reppo.policy.Policy` fits). ``key`` seeds the env reset. ``camera`` is a camera name or index of
-    the model (default: MuJoCo's free camera). ``fps`` defaults to real time: one frame per agent step of
+    the model (default: its ``track`` camera if it has one, as the locomotion robots do, else MuJoCo's free
+    camera). ``fps`` defaults to real time: one frame per agent step of
     ``env.dt * action_repeat`` seconds. Width and height must be even.
     """
     if width % 2 or height % 2:

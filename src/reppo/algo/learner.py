@@ -104,8 +104,10 @@ class Learner(struct.PyTreeNode):
     @classmethod
     def create(cls, config: Config, spaces: Spaces, shard_rows: Callable | None = None) -> Learner:
         """``config`` must be resolved (gamma, v_min, v_max filled in; see ``reppo.config.resolve``)."""
-        if config.gamma is None or config.v_min is None or config.v_max is None:
-            raise ValueError("the learner needs a resolved Config (gamma, v_min, v_max set); call reppo.config.resolve")
+        if config.gamma is None or config.v_min is None or config.v_max is None or config.critic_width is None:
+            raise ValueError(
+                "the learner needs a resolved Config (gamma, v_min, v_max, critic_width set); call reppo.config.resolve"
+            )
         c = config
         hl = HLGauss.create(c.v_min, c.v_max, c.num_bins, c.hl_gauss_sigma)
         return cls(

@@ -12,7 +12,8 @@ Methods and the settings they run with:
   takes no ``num_resets_per_eval``; that key of the published config is dropped (recorded in the run's settings).
 
 Only ``num_timesteps`` and ``num_evals`` of the published configs are set (from the budget, see the schedules
-below; ``ppo_small`` also replaces its batch geometry); evaluation is Brax's deterministic one (``deterministic_eval=True``, the published 128 eval episodes).
+below; ``ppo_small`` also replaces its batch geometry); evaluation is Brax's deterministic one
+(``deterministic_eval=True``, the published 128 eval episodes).
 Every method steps the same Playground envs with the same MJX backend (``impl="jax"``). One Brax seed per
 process: Brax trains one seed per call.
 

