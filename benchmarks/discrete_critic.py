@@ -7,6 +7,8 @@ backward pass of the two things a discrete REPPO minibatch step asks of the crit
 
   all-Q   Q(x, a) for every action a (the exact sums of the soft value and the actor objective), differentiated
           in the critic's parameters (an upper bound of the actor step, which differentiates only in the actor);
+  Q fwd   the same values, forward only (what the targets and the actor step ask: the actor's gradient does not
+          enter the critic);
   CE      the HL-Gauss cross-entropy of the taken action's logits (the critic step).
 
 The per-action head (``reppo.nets.DiscreteCritic``) gets all-Q from one pass over B rows; the one-hot design
@@ -81,14 +83,15 @@ def main() -> None:
         return ce(onehot.apply(params, obs, jax.nn.one_hot(actions, A), method="q_logits"))
 
     print(f"device {jax.devices()[0].platform}, A={A}, B={B}, width={args.width}, obs={args.obs}, bins={args.bins}")
-    print(f"{'design':<18}{'all-Q fwd+bwd ms':>18}{'CE fwd+bwd ms':>16}")
+    print(f"{'design':<18}{'all-Q fwd+bwd ms':>18}{'all-Q fwd ms':>14}{'CE fwd+bwd ms':>16}")
     for name, all_q, ce_fn, params in (
         ("per-action head", head_all_q, head_ce, head_params),
         ("one-hot input", onehot_all_q, onehot_ce, onehot_params),
     ):
         t_q = timed(jax.jit(jax.grad(all_q)), params, repeats=args.repeats)
+        t_fwd = timed(jax.jit(all_q), params, repeats=args.repeats)
         t_ce = timed(jax.jit(jax.grad(ce_fn)), params, repeats=args.repeats)
-        print(f"{name:<18}{1e3 * t_q:>18.1f}{1e3 * t_ce:>16.1f}")
+        print(f"{name:<18}{1e3 * t_q:>18.1f}{1e3 * t_fwd:>14.1f}{1e3 * t_ce:>16.1f}")
 
 
 if __name__ == "__main__":
