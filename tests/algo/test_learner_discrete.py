@@ -44,7 +44,15 @@ def _seed() -> int:
 
 
 def _noisy(params, rng, scale):
-    return jax.tree.map(lambda x: jnp.asarray(np.asarray(x) + scale * rng.normal(size=x.shape), x.dtype), params)
+    """Parameters moved away from their initial values; the HL-Gauss heads' output bias replaced by N(0, 1), so that
+    Q is spread over the bins and responds to its inputs (the initial heads are saturated around Q = 0)."""
+
+    def move(path, x):
+        if "q_out" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path):
+            return jnp.asarray(rng.normal(size=x.shape), x.dtype)
+        return jnp.asarray(np.asarray(x) + scale * rng.normal(size=x.shape), x.dtype)
+
+    return jax.tree_util.tree_map_with_path(move, params)
 
 
 def _setup(seed: int, config: Config = CONFIG):
