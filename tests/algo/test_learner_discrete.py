@@ -258,3 +258,14 @@ def test_learn_runs_and_its_first_step_losses_match_the_formulas():
     assert float(metrics["entropy"]) == pytest.approx(np.mean(-np.sum(p * logp, axis=-1)), rel=1e-4)
     assert float(metrics["kl"]) == pytest.approx(0.0, abs=1e-6)
     assert float(metrics["kl_violation_frac"]) == 0.0
+
+
+def test_head_saturation_covers_every_actions_head():
+    """max |dQ/dl_j| = max |p_j (z_j - Q)| over the rows, the A heads and the bins (numpy), ignoring the actions."""
+    learner, state, batch = _setup(_seed())
+    critic_obs = state.critic_obs_stats.normalize(batch.critic_obs[0])
+    got = learner.head_saturation(state.critic_params, critic_obs, jnp.zeros((N, 3)))
+    p, _ = _np_softmax(learner.critic.apply(state.critic_params, critic_obs, method="q_logits"))
+    centres = np.linspace(CONFIG.v_min, CONFIG.v_max, CONFIG.num_bins)
+    q = p @ centres
+    assert float(got) == pytest.approx(np.max(np.abs(p * (centres - q[..., None]))), rel=1e-4)
