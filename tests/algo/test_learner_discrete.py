@@ -269,3 +269,35 @@ def test_head_saturation_covers_every_actions_head():
     centres = np.linspace(CONFIG.v_min, CONFIG.v_max, CONFIG.num_bins)
     q = p @ centres
     assert float(got) == pytest.approx(np.max(np.abs(p * (centres - q[..., None]))), rel=1e-4)
+
+
+def test_learns_a_contextual_bandit_and_settles_at_the_entropy_target():
+    """One-step episodes (every step terminates, so G_t = r_t): x ~ N(0, I_5), reward 1 for the action
+    argmax_{a < A} x_a, else 0. After 300 learn calls (about 12 s on a 2-core cpu) the greedy policy picks the best
+    action on > 90% of fresh states (a random one: 25%) and the exact entropy has settled near H_target =
+    0.5 log A (measured: accuracy 0.97, entropy 0.69 against 0.693; the policy first collapses while alpha is
+    small, then alpha grows and restores it). Fixed seeds: a learning check, not a statistical one."""
+    t, n = 2, 128
+    config = dataclasses.replace(
+        CONFIG, num_envs=n, num_steps=t, num_epochs=4, critic_width=32, actor_width=32, v_min=-1.0, v_max=2.0,
+        num_bins=31, actor_lr=3e-3, critic_lr=3e-3,
+    )  # fmt: skip
+    spaces = Spaces(obs_size=OBS, critic_obs_size=OBS, action_size=1, num_actions=A)
+    learner = Learner.create(config, spaces)
+    rng = np.random.default_rng(0)
+    draw = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+    state = learner.init(jax.random.PRNGKey(0), draw(n, OBS), draw(n, OBS))
+    act, learn = jax.jit(learner.act), jax.jit(learner.learn)
+    ones = jnp.ones((t, n))
+    for it in range(300):
+        obs = draw(t, n, OBS)
+        actions, log_p = act(state, obs.reshape(t * n, OBS), jax.random.PRNGKey(it))
+        actions, log_p = actions.reshape(t, n), log_p.reshape(t, n)
+        rewards = (actions == jnp.argmax(obs[..., :A], -1)).astype(jnp.float32)
+        batch = Transition(obs, obs, actions, log_p, rewards, ones, 0 * ones, obs, obs)
+        state, metrics = learn(state, batch, jax.random.PRNGKey(10_000 + it))
+    obs = draw(2000, OBS)
+    logits = learner.actor.apply(state.actor_params, state.obs_stats.normalize(obs))
+    accuracy = float(jnp.mean(categorical.greedy_action(logits) == jnp.argmax(obs[:, :A], -1)))
+    assert accuracy > 0.9
+    assert float(metrics["entropy"]) == pytest.approx(0.5 * math.log(A), abs=0.1)
