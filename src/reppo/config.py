@@ -71,7 +71,8 @@ class Config:
     hl_gauss_sigma: float = 0.75
     """HL-Gauss smoothing sigma as a fraction of the bin width."""
     num_value_samples: int = 4
-    """K: policy samples per state for the soft value estimate V(x) in the TD(lambda) targets."""
+    """K: policy samples per state for the soft value estimate V(x) in the TD(lambda) targets (continuous actions;
+    with discrete actions V(x) is an exact sum over the actions)."""
     value_chunk_size: int = 65536
     """Rows (states x K samples) evaluated at once when estimating V; bounds the memory of the target step."""
     aux_coef: float = 1.0
@@ -106,7 +107,7 @@ class Config:
     num_kl_samples: int = 4
     """S: samples from pi_old per state for the KL estimate."""
     entropy_coef: float = 0.5
-    """c_H: target entropy is -c_H * action_dim."""
+    """c_H: target entropy is -c_H * action_dim (continuous), c_H * log(num_actions) (discrete; docs/discrete.md)."""
     init_alpha: float = 0.01
     """Initial entropy temperature."""
     init_beta: float = 0.01

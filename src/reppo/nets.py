@@ -90,3 +90,72 @@ class Critic(nn.Module):
     def __call__(self, obs: jax.Array, action: jax.Array):
         emb = self.embed(obs, action)
         return self.logits(emb), self.predict_aux(emb)
+
+
+class DiscreteActor(nn.Module):
+    """Categorical policy head: returns the logits l(x) of pi(.|x) = softmax(l(x)), shape (..., num_actions)."""
+
+    num_actions: int
+    width: int
+    depth: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        h = obs
+        for _ in range(self.depth):
+            h = Block(self.width)(h)
+        # small output weights: the initial policy is close to uniform (the largest entropy)
+        small = nn.initializers.variance_scaling(0.01, "fan_in", "truncated_normal")
+        return nn.Dense(self.num_actions, kernel_init=small)(h)
+
+
+class DiscreteCritic(nn.Module):
+    """HL-Gauss Q-function over A discrete actions with a head per action: one pass gives the logits of Q(x, a)
+    for every a, shape (..., A, K_b) (docs/discrete.md). The encoder phi(x) sees the state only; the auxiliary
+    head predicts (reward, phi(x')) from [phi(x), one_hot(a)], so the self-predictive loss stays action-dependent.
+    """
+
+    num_actions: int
+    width: int
+    encoder_depth: int
+    zero_value_probs: tuple[float, ...]
+    """HL-Gauss encoding p(0) of the value 0 (K_b floats); sets the initial logit bias of every action's head."""
+
+    def setup(self):
+        self.encoder = [Block(self.width) for _ in range(self.encoder_depth)]
+        self.q_block = Block(self.width)
+        small = nn.initializers.variance_scaling(0.01, "fan_in", "truncated_normal")
+        probs = jnp.asarray(self.zero_value_probs, jnp.float32)
+        self.q_out = nn.Dense(
+            self.num_actions * len(self.zero_value_probs),
+            kernel_init=small,
+            bias_init=lambda *_: ZERO_VALUE_LOGIT_SCALE * jnp.tile(probs, self.num_actions),
+        )
+        self.aux_block = Block(self.width)
+        self.aux_out = nn.Dense(1 + self.width)
+
+    def embed(self, obs: jax.Array) -> jax.Array:
+        """phi(x)."""
+        h = obs
+        for block in self.encoder:
+            h = block(h)
+        return h
+
+    def logits(self, embedding: jax.Array) -> jax.Array:
+        """HL-Gauss logits of Q(x, a) for every action, (..., width) -> (..., A, K_b)."""
+        out = self.q_out(self.q_block(embedding))
+        return out.reshape(*out.shape[:-1], self.num_actions, len(self.zero_value_probs))
+
+    def predict_aux(self, embedding: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Predicted (reward, next embedding) from [phi(x_t), one_hot(a_t)]; ``action`` int (...)."""
+        h = jnp.concatenate([embedding, jax.nn.one_hot(action, self.num_actions, dtype=embedding.dtype)], axis=-1)
+        out = self.aux_out(self.aux_block(h))
+        return out[..., 0], out[..., 1:]
+
+    def q_logits(self, obs: jax.Array) -> jax.Array:
+        """HL-Gauss logits of Q(x, .) for every action, (..., A, K_b), without the auxiliary head."""
+        return self.logits(self.embed(obs))
+
+    def __call__(self, obs: jax.Array, action: jax.Array):
+        emb = self.embed(obs)
+        return self.logits(emb), self.predict_aux(emb, action)

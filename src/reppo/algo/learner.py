@@ -20,25 +20,35 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from reppo.algo import distributions, losses
+from reppo.algo import categorical, distributions, losses
 from reppo.algo.hl_gauss import HLGauss
 from reppo.algo.targets import soft_td_lambda
 from reppo.config import Config
-from reppo.nets import Actor, Critic
+from reppo.nets import Actor, Critic, DiscreteActor, DiscreteCritic
 from reppo.normalization import RunningStats
 
 
 @dataclass(frozen=True)
 class Spaces:
-    """Sizes of what the learner sees: actor observation, critic observation (privileged or the same), action."""
+    """Sizes of what the learner sees: actor observation, critic observation (privileged or the same), action.
+
+    ``num_actions > 0`` marks a discrete action space of that many actions (docs/discrete.md): actions are then
+    int32 indices of shape (...,), and ``action_size`` is unused (conventionally 1)."""
 
     obs_size: int
     critic_obs_size: int
     action_size: int
+    num_actions: int = 0
+
+    @property
+    def discrete(self) -> bool:
+        return self.num_actions > 0
 
     @classmethod
     def of(cls, env) -> Spaces:
-        return cls(int(env.obs_size), int(env.critic_obs_size), int(env.action_size))
+        """An env with a ``num_actions`` attribute > 0 has a discrete action space."""
+        num_actions = int(getattr(env, "num_actions", 0) or 0)
+        return cls(int(env.obs_size), int(env.critic_obs_size), int(env.action_size), num_actions)
 
 
 @struct.dataclass
@@ -92,8 +102,8 @@ class Learner(struct.PyTreeNode):
 
     config: Config = struct.field(pytree_node=False)
     spaces: Spaces = struct.field(pytree_node=False)
-    actor: Actor = struct.field(pytree_node=False)
-    critic: Critic = struct.field(pytree_node=False)
+    actor: Actor | DiscreteActor = struct.field(pytree_node=False)
+    critic: Critic | DiscreteCritic = struct.field(pytree_node=False)
     actor_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     critic_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     dual_tx: optax.GradientTransformation = struct.field(pytree_node=False)
@@ -110,11 +120,18 @@ class Learner(struct.PyTreeNode):
             )
         c = config
         hl = HLGauss.create(c.v_min, c.v_max, c.num_bins, c.hl_gauss_sigma)
+        zero_value_probs = tuple(hl.to_probs(jnp.zeros(())).tolist())
+        if spaces.discrete:
+            actor = DiscreteActor(spaces.num_actions, c.actor_width, c.actor_depth)
+            critic = DiscreteCritic(spaces.num_actions, c.critic_width, c.critic_depth, zero_value_probs)
+        else:
+            actor = Actor(spaces.action_size, c.actor_width, c.actor_depth, c.min_std, c.init_std)
+            critic = Critic(c.critic_width, c.critic_depth, zero_value_probs)
         return cls(
             config=c,
             spaces=spaces,
-            actor=Actor(spaces.action_size, c.actor_width, c.actor_depth, c.min_std, c.init_std),
-            critic=Critic(c.critic_width, c.critic_depth, tuple(hl.to_probs(jnp.zeros(())).tolist())),
+            actor=actor,
+            critic=critic,
             actor_tx=_adam(c.actor_lr, c.max_grad_norm),
             critic_tx=_adam(c.critic_lr, c.max_grad_norm),
             dual_tx=_adam(c.dual_lr, None),
@@ -129,7 +146,8 @@ class Learner(struct.PyTreeNode):
         k_actor, k_critic = jax.random.split(key)
         s, c = self.spaces, self.config
         actor_params = self.actor.init(k_actor, jnp.zeros((1, s.obs_size)))
-        critic_params = self.critic.init(k_critic, jnp.zeros((1, s.critic_obs_size)), jnp.zeros((1, s.action_size)))
+        dummy_action = jnp.zeros((1,), jnp.int32) if s.discrete else jnp.zeros((1, s.action_size))
+        critic_params = self.critic.init(k_critic, jnp.zeros((1, s.critic_obs_size)), dummy_action)
         log_duals = jnp.log(jnp.array([c.init_alpha, c.init_beta], jnp.float32))
         return LearnerState(
             actor_params=actor_params,
@@ -143,21 +161,34 @@ class Learner(struct.PyTreeNode):
         )
 
     def act(self, state: LearnerState, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """a ~ pi_theta(.|x) for raw observations, clipped for the env; returns (action, log pi(a|x))."""
+        """a ~ pi_theta(.|x) for raw observations, clipped for the env; returns (action, log pi(a|x)). Discrete:
+        int32 action indices (N,)."""
+        if self.spaces.discrete:
+            return categorical.sample(key, self.actor.apply(state.actor_params, state.obs_stats.normalize(obs)))
         mean, std = self.actor.apply(state.actor_params, state.obs_stats.normalize(obs))
         action, _, log_prob = distributions.sample(key, mean, std)
         return distributions.env_action(action), log_prob
 
     def critic_q(self, critic_params, critic_obs: jax.Array, actions: jax.Array) -> jax.Array:
+        if self.spaces.discrete:
+            q = self.critic_q_all(critic_params, critic_obs)
+            return jnp.take_along_axis(q, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
         logits = self.critic.apply(critic_params, critic_obs, actions, method="q_logits")
         return self.hl.to_value(logits)
+
+    def critic_q_all(self, critic_params, critic_obs: jax.Array) -> jax.Array:
+        """Discrete: Q(x, a) for every action in one pass of the per-action head, (..., A)."""
+        return self.hl.to_value(self.critic.apply(critic_params, critic_obs, method="q_logits"))
 
     def head_saturation(self, critic_params, critic_obs: jax.Array, actions: jax.Array) -> jax.Array:
         """max over the rows and bins of |dQ/dl_j| (``HLGauss.value_logit_grad``) of the critic at normalised
         observations ``critic_obs`` and ``actions``: how far the HL-Gauss head's softmax is saturated. Near 0 when
         the mass sits on a few bins (as the initial logit offset puts it around Q = 0; spec section 4); about
-        (v_max - v_min) / (2 K_b) for a uniform softmax."""
-        logits = self.critic.apply(critic_params, critic_obs, actions, method="q_logits")
+        (v_max - v_min) / (2 K_b) for a uniform softmax. Discrete: over every action's head."""
+        if self.spaces.discrete:
+            logits = self.critic.apply(critic_params, critic_obs, method="q_logits")
+        else:
+            logits = self.critic.apply(critic_params, critic_obs, actions, method="q_logits")
         return jnp.max(jnp.abs(self.hl.value_logit_grad(logits)))
 
     # ---- targets ------------------------------------------------------------------------------------------
@@ -167,7 +198,12 @@ class Learner(struct.PyTreeNode):
 
         Row i's K pre-tanh noises are ``normal(fold_in(key, i), (K, action_size))``, so the values do not depend on
         the chunking. Inputs are flat and normalised, (B, ...). Also returns phi(x, a_1) for the first sample, the
-        auxiliary loss's next-embedding target, so that it is not recomputed in every epoch."""
+        auxiliary loss's next-embedding target, so that it is not recomputed in every epoch.
+
+        Discrete actions: the exact V(x) = sum_a pi(a|x) [Q(x, a) - alpha log pi(a|x)] and phi(x) (no key used;
+        see ``discrete_soft_values``)."""
+        if self.spaces.discrete:
+            return self.discrete_soft_values(state, next_obs, next_critic_obs)
         c = self.config
         k_samples, action_size = c.num_value_samples, self.spaces.action_size
         alpha = jnp.exp(state.log_duals[0])
@@ -196,7 +232,33 @@ class Learner(struct.PyTreeNode):
         values, embeddings = jax.lax.map(value_chunk, (chunked(next_obs), chunked(next_critic_obs), chunked(row_keys)))
         return values.reshape(-1)[:size], embeddings.reshape(-1, embeddings.shape[-1])[:size]
 
-    def targets(self, state: LearnerState, batch: Transition, key: jax.Array) -> losses.Minibatch:
+    def discrete_soft_values(self, state: LearnerState, next_obs: jax.Array, next_critic_obs: jax.Array):
+        """Exact V(x) = sum_a pi(a|x) [Q(x, a) - alpha log pi(a|x)] (docs/discrete.md, section 3) and phi(x), in
+        chunks of at most ``value_chunk_size // A`` states (each state costs A Q-heads of K_b logits)."""
+        c = self.config
+        alpha = jnp.exp(state.log_duals[0])
+        size = next_obs.shape[0]
+        chunk = max(1, min(size, c.value_chunk_size // self.spaces.num_actions))
+        num_chunks = -(-size // chunk)
+        pad = num_chunks * chunk - size
+
+        def chunked(x):
+            x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+            return x.reshape(num_chunks, chunk, *x.shape[1:])
+
+        def value_chunk(args):
+            obs, critic_obs = args
+            logits = self.actor.apply(state.actor_params, obs)
+            emb = self.critic.apply(state.critic_params, critic_obs, method="embed")
+            q = self.hl.to_value(self.critic.apply(state.critic_params, emb, method="logits"))
+            return categorical.soft_value(logits, q, alpha), emb
+
+        values, embeddings = jax.lax.map(value_chunk, (chunked(next_obs), chunked(next_critic_obs)))
+        return values.reshape(-1)[:size], embeddings.reshape(-1, embeddings.shape[-1])[:size]
+
+    def targets(
+        self, state: LearnerState, batch: Transition, key: jax.Array
+    ) -> losses.Minibatch | losses.DiscreteMinibatch:
         """Soft TD(lambda) targets for the whole batch (once per iteration) and the flat, normalised samples."""
         num_steps, num_envs = batch.rewards.shape
         flat = lambda x: x.reshape(num_steps * num_envs, *x.shape[2:])
@@ -217,6 +279,18 @@ class Learner(struct.PyTreeNode):
             c.lam,
         )
         obs = flat(norm_obs(batch.obs))
+        if self.spaces.discrete:
+            data = losses.DiscreteMinibatch(
+                obs=obs,
+                critic_obs=flat(norm_critic(batch.critic_obs)),
+                actions=flat(batch.actions).astype(jnp.int32),
+                rewards=flat(batch.rewards),
+                terminated=flat(batch.terminated),
+                returns=flat(returns),
+                next_embedding=next_embedding,
+                old_logits=self.actor.apply(state.actor_params, obs),  # pi_old = pi_theta at this point
+            )
+            return jax.tree.map(self.shard_rows, data)
         old_mean, old_std = self.actor.apply(state.actor_params, obs)  # pi_old = pi_theta at this point
         data = losses.Minibatch(
             obs=obs,
@@ -234,6 +308,8 @@ class Learner(struct.PyTreeNode):
     # ---- update -------------------------------------------------------------------------------------------
     def update_minibatch(self, state: LearnerState, mb: losses.Minibatch, key: jax.Array):
         """Critic step, actor step against the just-updated critic, dual step (spec sections 4, 5)."""
+        if self.spaces.discrete:
+            return self.discrete_update_minibatch(state, mb)
         c = self.config
         (_, critic_info), grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
             state.critic_params, self.critic.apply, mb, self.hl, c.aux_coef
@@ -280,7 +356,45 @@ class Learner(struct.PyTreeNode):
         )
         return new_state, {**critic_info, **actor_info}
 
-    def update(self, state: LearnerState, data: losses.Minibatch, key: jax.Array):
+    def discrete_update_minibatch(self, state: LearnerState, mb: losses.DiscreteMinibatch):
+        """The same three steps with the discrete losses (docs/discrete.md): exact sums over the actions, so the
+        minibatch key is not used."""
+        c = self.config
+        (_, critic_info), grads = jax.value_and_grad(losses.discrete_critic_loss, has_aux=True)(
+            state.critic_params, self.critic.apply, mb, self.hl, c.aux_coef
+        )
+        updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic_params)
+        critic_params = optax.apply_updates(state.critic_params, updates)
+        critic_info["critic_grad_norm"] = optax.tree.norm(grads)
+        critic_info["critic_clip_frac"] = (critic_info["critic_grad_norm"] > c.max_grad_norm).astype(jnp.float32)
+
+        # Q(x, .) of the just-updated critic, a constant for the actor loss
+        alpha, beta = jnp.exp(state.log_duals[0]), jnp.exp(state.log_duals[1])
+        q = jax.lax.stop_gradient(self.critic_q_all(critic_params, mb.critic_obs))
+        (_, (stats, actor_info)), grads = jax.value_and_grad(losses.discrete_actor_loss, has_aux=True)(
+            state.actor_params, self.actor.apply, mb.old_logits, q, mb.obs, alpha, beta, c.kl_bound
+        )
+        updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor_params)
+        actor_params = optax.apply_updates(state.actor_params, updates)
+        actor_info["actor_grad_norm"] = optax.tree.norm(grads)
+        actor_info["actor_clip_frac"] = (actor_info["actor_grad_norm"] > c.max_grad_norm).astype(jnp.float32)
+
+        target_entropy = categorical.target_entropy(self.spaces.num_actions, c.entropy_coef)
+        dual_grads = jax.grad(losses.dual_loss)(state.log_duals, stats, target_entropy, c.kl_bound)
+        updates, dual_opt = self.dual_tx.update(dual_grads, state.dual_opt, state.log_duals)
+        log_duals = optax.apply_updates(state.log_duals, updates)
+
+        new_state = state.replace(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            log_duals=log_duals,
+            actor_opt=actor_opt,
+            critic_opt=critic_opt,
+            dual_opt=dual_opt,
+        )
+        return new_state, {**critic_info, **actor_info}
+
+    def update(self, state: LearnerState, data: losses.Minibatch | losses.DiscreteMinibatch, key: jax.Array):
         """E epochs of M shuffled minibatches (pi_old, the actor before the update, is in ``data``). The metrics are
         means over the E x M steps: ``critic_clip_frac`` and ``actor_clip_frac`` are the fractions of steps whose
         global gradient norm exceeded ``max_grad_norm`` (and was clipped to it)."""
