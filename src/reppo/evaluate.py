@@ -12,6 +12,7 @@ from reppo.algo import distributions
 from reppo.envs.base import HostVecEnv, VecEnv
 from reppo.nets import Actor
 from reppo.normalization import RunningStats
+from reppo.seeds import over_seeds
 
 
 @struct.dataclass
@@ -48,7 +49,7 @@ def make_evaluate(actor: Actor, env: VecEnv, num_seeds: int, deterministic: bool
             env_state, alive, returns, lengths = carry
             obs = env_state.obs.reshape(num_seeds, -1, env_state.obs.shape[-1])
             keys = jax.random.split(step_key, num_seeds)
-            action = jax.vmap(act)(actor_params, obs_stats, obs, keys).reshape(env.num_envs, -1)
+            action = over_seeds(act, num_seeds)(actor_params, obs_stats, obs, keys).reshape(env.num_envs, -1)
             env_state, result = env.step(env_state, distributions.env_action(action))
             returns = returns + alive * result.reward
             lengths = lengths + alive

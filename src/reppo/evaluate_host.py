@@ -18,6 +18,7 @@ from reppo.algo import distributions
 from reppo.envs.base import HostVecEnv
 from reppo.evaluate import EvalResult
 from reppo.nets import Actor
+from reppo.seeds import over_seeds
 
 
 def make_host_evaluate(actor: Actor, env: HostVecEnv, num_seeds: int, deterministic: bool = True) -> Callable:
@@ -31,7 +32,7 @@ def make_host_evaluate(actor: Actor, env: HostVecEnv, num_seeds: int, determinis
     @jax.jit
     def act(actor_params, obs_stats, obs, key):
         obs = obs.reshape(num_seeds, -1, obs.shape[-1])
-        return jax.vmap(act_one)(actor_params, obs_stats, obs, jax.random.split(key, num_seeds)).reshape(
+        return over_seeds(act_one, num_seeds)(actor_params, obs_stats, obs, jax.random.split(key, num_seeds)).reshape(
             env.num_envs, -1
         )
 

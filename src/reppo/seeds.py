@@ -7,11 +7,32 @@ envs of all seeds form one batch of S * N, seed s owning envs s*N .. s*N + N - 1
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 from flax import struct
 
 from reppo.algo import guard
 from reppo.algo.learner import Learner, LearnerState, Transition, may_overflow
+
+
+def over_seeds(fn: Callable, num_seeds: int, in_axes: tuple[int | None, ...] | int = 0) -> Callable:
+    """``jax.vmap(fn, in_axes)`` over a seed axis of size ``num_seeds``. One seed: ``fn`` on the inputs with that
+    axis indexed away, its outputs given back a leading axis of 1. The same values, without the batched kernels
+    a vmap of size 1 still compiles to: on a CPU they made one REPPO update twice as slow (docs/BENCHMARKS.md,
+    "One learner, two rollout paths")."""
+    if num_seeds > 1:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def one_seed(*args):
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        args = [
+            arg if axis is None else jax.tree.map(lambda x, a=axis: jax.lax.index_in_dim(x, 0, a, False), arg)
+            for arg, axis in zip(args, axes, strict=True)
+        ]
+        return jax.tree.map(lambda x: x[None], fn(*args))
+
+    return one_seed
 
 
 class SeededLearner(struct.PyTreeNode):
@@ -39,15 +60,16 @@ class SeededLearner(struct.PyTreeNode):
 
     def init(self, keys: jax.Array, obs: jax.Array, critic_obs: jax.Array) -> LearnerState:
         """Seed s from ``keys[s]`` and the first observations of its envs (``obs``: (S * N, size))."""
-        return jax.vmap(self.learner.init)(keys, self.by_seed(obs), self.by_seed(critic_obs))
+        return over_seeds(self.learner.init, self.num_seeds)(keys, self.by_seed(obs), self.by_seed(critic_obs))
 
     def act(self, state: LearnerState, obs: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Actions and log-probs for the S * N envs, each seed acting in its own envs with its own key."""
-        action, log_prob = jax.vmap(self.learner.act)(state, self.by_seed(obs), keys)
+        action, log_prob = over_seeds(self.learner.act, self.num_seeds)(state, self.by_seed(obs), keys)
         return self.merged(action), self.merged(log_prob)
 
     def learn(self, state: LearnerState, batch: Transition, keys: jax.Array):
         """Each seed learns from its envs' part of the time-major batch (T, S * N, ...); metrics have shape (S,).
         With the guard, each seed is rolled back on its own."""
         learn = guard.guarded(self.learner.learn, may_overflow) if self.guarded else self.learner.learn
-        return jax.vmap(learn, in_axes=(0, 1, 0))(state, jax.tree.map(lambda x: self.by_seed(x, 1), batch), keys)
+        batch = jax.tree.map(lambda x: self.by_seed(x, 1), batch)
+        return over_seeds(learn, self.num_seeds, in_axes=(0, 1, 0))(state, batch, keys)
