@@ -2,7 +2,8 @@
 
 The learner state gets a leading seed axis S (also for one seed, so that no consumer branches on the count). The
 envs of all seeds form one batch of S * N, seed s owning envs s*N .. s*N + N - 1: the env itself is never vmapped
-(``reppo.envs.playground`` says why), only the learner's functions are.
+(``reppo.envs.playground`` says why), only the learner's functions are. One seed runs the learner without the
+vmap (:func:`over_seeds`), with the same seed axis of size 1.
 """
 
 from __future__ import annotations
