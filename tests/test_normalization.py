@@ -105,6 +105,8 @@ def test_dimension_constant_at_reset_is_bounded():
     assert float(stats.var[0]) == 0.0 and float(stats.var[1]) < 1e-7
     rollout = rng.normal(0.0, 1.0, (64, SIZE)).astype(np.float32)
     rollout[:3, 0] = [0.0, 0.05, -2.0]  # the velocity once the env moves: 0.05 -> 5, -2 -> -200 -> -10
+    # dimension 1 at least 0.5 from its reset mean: scaled by 100, so clipped to 10 everywhere
+    rollout[:, 1] = rng.choice([-1.0, 1.0], 64) * rng.uniform(0.5, 1.0, 64)
     got = np.asarray(normalize(stats, jnp.asarray(rollout)))
     np.testing.assert_allclose(got, ref_normalize(rollout, stats.mean, stats.var), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[:3, 0], [0.0, 5.0, -10.0], rtol=1e-5, atol=1e-5)

@@ -161,14 +161,18 @@ def test_action_repeat_sums_rewards_and_counts_agent_steps():
     )
 
 
-def test_nan_state_terminates_with_finite_outputs(toy):
+def test_nan_state_terminates_reaches_the_guard_and_is_reset(toy):
+    """A diverged env ends its episode; its non-finite next observation and reward are passed on as they are, for
+    the NaN guard to count (issue 22: they were zeroed before, so the guard could not see them), and the env
+    continues from a reset state. The other envs are untouched."""
     state = toy.reset(jax.random.PRNGKey(_seed()))
     state = state.replace(steps=jnp.zeros_like(state.steps))
     action = jnp.zeros((8, 2)).at[0, 0].set(jnp.nan)
     state, res = toy.step(state, action)
     assert res.terminated.tolist() == [1.0] + [0.0] * 7
-    assert np.isfinite(res.next_obs).all() and np.isfinite(res.next_critic_obs).all()
-    assert np.isfinite(res.reward).all() and np.isfinite(state.obs).all()
+    assert not np.isfinite(res.next_obs[0]).all() and not np.isfinite(res.reward[0])
+    assert np.isfinite(res.next_obs[1:]).all() and np.isfinite(res.next_critic_obs[1:]).all()
+    assert np.isfinite(res.reward[1:]).all() and np.isfinite(state.obs).all() and np.isfinite(state.critic_obs).all()
 
 
 def test_bad_config_key():

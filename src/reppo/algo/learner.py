@@ -311,88 +311,66 @@ class Learner(struct.PyTreeNode):
         if self.spaces.discrete:
             return self.discrete_update_minibatch(state, mb)
         c = self.config
-        (_, critic_info), grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
-            state.critic_params, self.critic.apply, mb, self.hl, c.aux_coef
-        )
-        updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic_params)
-        critic_params = optax.apply_updates(state.critic_params, updates)
-        critic_info["critic_grad_norm"] = optax.tree.norm(grads)
-        critic_info["critic_clip_frac"] = (critic_info["critic_grad_norm"] > c.max_grad_norm).astype(jnp.float32)
-
+        critic_params, critic_opt, critic_info = self._critic_step(state, losses.critic_loss, mb)
         # the critic's new parameters are closed over, so they get no gradient from the actor loss
         alpha, beta = jnp.exp(state.log_duals[0]), jnp.exp(state.log_duals[1])
         critic_q = lambda x, a: self.critic_q(critic_params, x, a)
-        (_, (stats, actor_info)), grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
-            state.actor_params,
-            self.actor.apply,
-            mb.old_mean,
-            mb.old_std,
-            critic_q,
-            mb.obs,
-            mb.critic_obs,
-            key,
-            alpha,
-            beta,
-            c.kl_bound,
-            c.num_kl_samples,
-        )
-        updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor_params)
-        actor_params = optax.apply_updates(state.actor_params, updates)
-        actor_info["actor_grad_norm"] = optax.tree.norm(grads)
-        actor_info["actor_clip_frac"] = (actor_info["actor_grad_norm"] > c.max_grad_norm).astype(jnp.float32)
-
-        target_entropy = -c.entropy_coef * self.spaces.action_size
-        dual_grads = jax.grad(losses.dual_loss)(state.log_duals, stats, target_entropy, c.kl_bound)
-        updates, dual_opt = self.dual_tx.update(dual_grads, state.dual_opt, state.log_duals)
-        log_duals = optax.apply_updates(state.log_duals, updates)
-
+        actor_loss = lambda params: losses.actor_loss(
+            params, self.actor.apply, mb.old_mean, mb.old_std, critic_q, mb.obs, mb.critic_obs, key, alpha, beta,
+            c.kl_bound, c.num_kl_samples,
+        )  # fmt: skip
+        actor_params, actor_opt, stats, actor_info = self._actor_step(state, actor_loss)
+        log_duals, dual_opt = self._dual_step(state, stats, -c.entropy_coef * self.spaces.action_size)
         new_state = state.replace(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            log_duals=log_duals,
-            actor_opt=actor_opt,
-            critic_opt=critic_opt,
-            dual_opt=dual_opt,
-        )
+            actor_params=actor_params, critic_params=critic_params, log_duals=log_duals,
+            actor_opt=actor_opt, critic_opt=critic_opt, dual_opt=dual_opt,
+        )  # fmt: skip
         return new_state, {**critic_info, **actor_info}
 
     def discrete_update_minibatch(self, state: LearnerState, mb: losses.DiscreteMinibatch):
         """The same three steps with the discrete losses (docs/discrete.md): exact sums over the actions, so the
         minibatch key is not used."""
         c = self.config
-        (_, critic_info), grads = jax.value_and_grad(losses.discrete_critic_loss, has_aux=True)(
-            state.critic_params, self.critic.apply, mb, self.hl, c.aux_coef
-        )
-        updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic_params)
-        critic_params = optax.apply_updates(state.critic_params, updates)
-        critic_info["critic_grad_norm"] = optax.tree.norm(grads)
-        critic_info["critic_clip_frac"] = (critic_info["critic_grad_norm"] > c.max_grad_norm).astype(jnp.float32)
-
+        critic_params, critic_opt, critic_info = self._critic_step(state, losses.discrete_critic_loss, mb)
         # Q(x, .) of the just-updated critic, a constant for the actor loss
         alpha, beta = jnp.exp(state.log_duals[0]), jnp.exp(state.log_duals[1])
         q = jax.lax.stop_gradient(self.critic_q_all(critic_params, mb.critic_obs))
-        (_, (stats, actor_info)), grads = jax.value_and_grad(losses.discrete_actor_loss, has_aux=True)(
-            state.actor_params, self.actor.apply, mb.old_logits, q, mb.obs, alpha, beta, c.kl_bound
+        actor_loss = lambda params: losses.discrete_actor_loss(
+            params, self.actor.apply, mb.old_logits, q, mb.obs, alpha, beta, c.kl_bound
         )
-        updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor_params)
-        actor_params = optax.apply_updates(state.actor_params, updates)
-        actor_info["actor_grad_norm"] = optax.tree.norm(grads)
-        actor_info["actor_clip_frac"] = (actor_info["actor_grad_norm"] > c.max_grad_norm).astype(jnp.float32)
-
+        actor_params, actor_opt, stats, actor_info = self._actor_step(state, actor_loss)
         target_entropy = categorical.target_entropy(self.spaces.num_actions, c.entropy_coef)
-        dual_grads = jax.grad(losses.dual_loss)(state.log_duals, stats, target_entropy, c.kl_bound)
-        updates, dual_opt = self.dual_tx.update(dual_grads, state.dual_opt, state.log_duals)
-        log_duals = optax.apply_updates(state.log_duals, updates)
-
+        log_duals, dual_opt = self._dual_step(state, stats, target_entropy)
         new_state = state.replace(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            log_duals=log_duals,
-            actor_opt=actor_opt,
-            critic_opt=critic_opt,
-            dual_opt=dual_opt,
-        )
+            actor_params=actor_params, critic_params=critic_params, log_duals=log_duals,
+            actor_opt=actor_opt, critic_opt=critic_opt, dual_opt=dual_opt,
+        )  # fmt: skip
         return new_state, {**critic_info, **actor_info}
+
+    def _critic_step(self, state: LearnerState, loss: Callable, mb):
+        """One clipped Adam step of the critic on ``loss(params, apply, mb, hl, aux_coef)``."""
+        c = self.config
+        (_, info), grads = jax.value_and_grad(loss, has_aux=True)(
+            state.critic_params, self.critic.apply, mb, self.hl, c.aux_coef
+        )
+        updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic_params)
+        info["critic_grad_norm"] = optax.tree.norm(grads)
+        info["critic_clip_frac"] = (info["critic_grad_norm"] > c.max_grad_norm).astype(jnp.float32)
+        return optax.apply_updates(state.critic_params, updates), critic_opt, info
+
+    def _actor_step(self, state: LearnerState, loss: Callable):
+        """One clipped Adam step of the actor on ``loss(params) -> (value, (dual statistics, metrics))``."""
+        (_, (stats, info)), grads = jax.value_and_grad(loss, has_aux=True)(state.actor_params)
+        updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor_params)
+        info["actor_grad_norm"] = optax.tree.norm(grads)
+        info["actor_clip_frac"] = (info["actor_grad_norm"] > self.config.max_grad_norm).astype(jnp.float32)
+        return optax.apply_updates(state.actor_params, updates), actor_opt, stats, info
+
+    def _dual_step(self, state: LearnerState, stats, target_entropy: float):
+        """One Adam step of log(alpha), log(beta) on the dual losses (spec section 5)."""
+        grads = jax.grad(losses.dual_loss)(state.log_duals, stats, target_entropy, self.config.kl_bound)
+        updates, dual_opt = self.dual_tx.update(grads, state.dual_opt, state.log_duals)
+        return optax.apply_updates(state.log_duals, updates), dual_opt
 
     def update(self, state: LearnerState, data: losses.Minibatch | losses.DiscreteMinibatch, key: jax.Array):
         """E epochs of M shuffled minibatches (pi_old, the actor before the update, is in ``data``). The metrics are
