@@ -17,7 +17,7 @@ from closeness import assert_same_run
 from flax import struct
 
 from reppo import Config, load, train
-from reppo import training as training_module
+from reppo import envs as envs_module
 from reppo.algo.guard import HEALTH_METRICS
 from reppo.cli import main
 from reppo.config import resolve
@@ -284,8 +284,9 @@ CARTPOLE_FAULTS = dict(nan=[(2, [1, 5])] + [(i, [0]) for i in range(6, ROWS + 1)
 
 @pytest.fixture
 def faulty_cartpole(monkeypatch):
-    """``train`` gets a FaultyEnv for training (its evaluation env stays clean)."""
-    real = training_module.make_env
+    """``train`` gets a FaultyEnv for training (its evaluation env stays clean): ``reppo.envs.build`` looks
+    ``make_env`` up in ``reppo.envs`` when it builds a run's envs."""
+    real = envs_module.make_env
 
     def make(env_id, num_envs, **kwargs):
         env = real(env_id, num_envs, **kwargs)
@@ -293,7 +294,7 @@ def faulty_cartpole(monkeypatch):
             return env
         return FaultyEnv(env, SMALL["num_steps"] - 1, *schedule(num_envs, **CARTPOLE_FAULTS))
 
-    monkeypatch.setattr(training_module, "make_env", make)
+    monkeypatch.setattr(envs_module, "make_env", make)
 
 
 def _csv_rows(run_dir: Path) -> list[dict[str, Any]]:
