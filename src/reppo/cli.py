@@ -286,8 +286,9 @@ class BenchArgs:
     """cpu (5 tasks, about 2 hours at 3 seeds on a 2-core CPU) or paper (the 23 DM Control tasks, 50M steps, GPU)."""
     seeds: int = 3
     """Seeds 1..N of every method (REPPO trains them in one program, Brax one per process)."""
-    methods: str = "reppo,ppo,sac"
-    """Comma-separated subset of reppo, ppo, sac."""
+    methods: str = "reppo,ppo,ppo_small,sac"
+    """Comma-separated subset of reppo, ppo (Brax PPO, published settings), ppo_small (Brax PPO with REPPO's cpu
+    batch geometry) and sac (Brax SAC)."""
     tasks: str | None = None
     """Comma-separated subset of the suite's tasks (default: all)."""
     budget: int | None = None
