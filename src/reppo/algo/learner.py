@@ -87,6 +87,22 @@ def may_overflow(state: LearnerState):
     return state.log_duals, state.dual_opt, state.obs_stats, state.critic_obs_stats
 
 
+def _map_in_chunks(fn, rows_per_chunk: int, *rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``fn((chunk of each of rows...)) -> (values (chunk,), embeddings (chunk, width))`` over the rows in chunks of
+    at most ``rows_per_chunk`` (``lax.map``, so memory is bounded), the last chunk padded; pads are dropped."""
+    size = rows[0].shape[0]
+    chunk = max(1, min(size, rows_per_chunk))
+    num_chunks = -(-size // chunk)
+    pad = num_chunks * chunk - size
+
+    def chunked(x):
+        x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+        return x.reshape(num_chunks, chunk, *x.shape[1:])
+
+    values, embeddings = jax.lax.map(fn, tuple(chunked(x) for x in rows))
+    return values.reshape(-1)[:size], embeddings.reshape(-1, embeddings.shape[-1])[:size]
+
+
 def _adam(lr: float, max_grad_norm: float | None) -> optax.GradientTransformation:
     if max_grad_norm is None:
         return optax.adam(lr)
@@ -208,13 +224,6 @@ class Learner(struct.PyTreeNode):
         k_samples, action_size = c.num_value_samples, self.spaces.action_size
         alpha = jnp.exp(state.log_duals[0])
         size = next_obs.shape[0]
-        chunk = max(1, min(size, c.value_chunk_size // k_samples))
-        num_chunks = -(-size // chunk)
-        pad = num_chunks * chunk - size
-
-        def chunked(x):
-            x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
-            return x.reshape(num_chunks, chunk, *x.shape[1:])
 
         def value_chunk(args):
             obs, critic_obs, row_keys = args
@@ -229,22 +238,13 @@ class Learner(struct.PyTreeNode):
             return jnp.mean(q - alpha * log_probs, axis=0), emb[0]
 
         row_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(size))
-        values, embeddings = jax.lax.map(value_chunk, (chunked(next_obs), chunked(next_critic_obs), chunked(row_keys)))
-        return values.reshape(-1)[:size], embeddings.reshape(-1, embeddings.shape[-1])[:size]
+        return _map_in_chunks(value_chunk, c.value_chunk_size // k_samples, next_obs, next_critic_obs, row_keys)
 
     def discrete_soft_values(self, state: LearnerState, next_obs: jax.Array, next_critic_obs: jax.Array):
         """Exact V(x) = sum_a pi(a|x) [Q(x, a) - alpha log pi(a|x)] (docs/discrete.md, section 3) and phi(x), in
         chunks of at most ``value_chunk_size // A`` states (each state costs A Q-heads of K_b logits)."""
         c = self.config
         alpha = jnp.exp(state.log_duals[0])
-        size = next_obs.shape[0]
-        chunk = max(1, min(size, c.value_chunk_size // self.spaces.num_actions))
-        num_chunks = -(-size // chunk)
-        pad = num_chunks * chunk - size
-
-        def chunked(x):
-            x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
-            return x.reshape(num_chunks, chunk, *x.shape[1:])
 
         def value_chunk(args):
             obs, critic_obs = args
@@ -253,8 +253,7 @@ class Learner(struct.PyTreeNode):
             q = self.hl.to_value(self.critic.apply(state.critic_params, emb, method="logits"))
             return categorical.soft_value(logits, q, alpha), emb
 
-        values, embeddings = jax.lax.map(value_chunk, (chunked(next_obs), chunked(next_critic_obs)))
-        return values.reshape(-1)[:size], embeddings.reshape(-1, embeddings.shape[-1])[:size]
+        return _map_in_chunks(value_chunk, c.value_chunk_size // self.spaces.num_actions, next_obs, next_critic_obs)
 
     def targets(
         self, state: LearnerState, batch: Transition, key: jax.Array
