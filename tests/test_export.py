@@ -15,7 +15,7 @@ import pytest
 import reppo
 from reppo.algo.distributions import ACTION_EPS
 from reppo.export import EXPORT_FORMATS, export_onnx, export_policy
-from reppo.nets import Actor
+from reppo.nets import Actor, DiscreteActor
 from reppo.policy import Policy
 
 onnx = pytest.importorskip("onnx")
@@ -260,3 +260,26 @@ def test_import_does_not_need_onnx():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "('onnx',)"
+
+
+@pytest.mark.parametrize(("obs_size", "num_actions", "width", "depth"), [(4, 2, 16, 2), (400, 5, 32, 3), (6, 3, 8, 0)])
+def test_discrete_onnx_matches_policy(obs_size, num_actions, width, depth, tmp_path):
+    """A DiscreteActor exports to its logits and their argmax (int64): equal to the policy's on fresh random
+    observations (rows whose two best logits are within rounding of each other excepted), with the metadata."""
+    actor = DiscreteActor(num_actions, width, depth)
+    rng = np.random.default_rng()
+    params = actor.init(jax.random.key(int(rng.integers(1 << 30))), jnp.zeros((1, obs_size)))
+    params = jax.tree.map(lambda x: x + jnp.asarray(rng.normal(0.0, 0.5, x.shape), jnp.float32), params)
+    obs_var = np.exp(rng.normal(0.0, 1.0, obs_size)).astype(np.float32)
+    policy = Policy(actor, params, rng.normal(0.0, 1.0, obs_size).astype(np.float32), obs_var, env="gymnax:Test")
+    path = export_onnx(policy, tmp_path / "d.onnx")
+    obs = rng.normal(0.0, 3.0, (B, obs_size)).astype(np.float32)
+    action, logits = ort.InferenceSession(str(path)).run(["action", "logits"], {"obs": obs})
+    expected = np.asarray(policy.distribution(obs))
+    assert logits.shape == (B, num_actions) and action.shape == (B,) and action.dtype == np.int64
+    assert_close(logits, expected, float(np.abs(expected).max()))
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-4
+    np.testing.assert_array_equal(action[clear], policy(obs)[clear])
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert (props["num_actions"], props["action_size"], props["obs_size"]) == (str(num_actions), "1", str(obs_size))

@@ -102,10 +102,13 @@ def _iterations(rollout, keys, n: int, mesh):
     return start, states, names
 
 
-@pytest.mark.parametrize(("env_id", "num_seeds"), [("ToyAsymmetric", 1), ("CartpoleBalance", 2)])
+@pytest.mark.parametrize(
+    ("env_id", "num_seeds"), [("ToyAsymmetric", 1), ("CartpoleBalance", 2), ("gymnax:CartPole-v1", 2)]
+)
 def test_host_path_trains_the_fused_run(env_id, num_seeds):
     """A JAX env stepped from Python (jitted act per step, then one jitted learn) gives the fused program's run
-    after 3 iterations: the same keys, metrics, learner and final observations. Equal bit for bit on the CPUs
+    after 3 iterations: the same keys, metrics, learner and final observations (gymnax CartPole: discrete actions,
+    int32 in the batch on both paths). Equal bit for bit on the CPUs
     measured, where the two compilations do the same arithmetic; checked as ``tests/closeness.py`` says, since
     another compiler or processor may fuse the separately compiled pieces differently."""
     config = _config(env_id, num_seeds=num_seeds)

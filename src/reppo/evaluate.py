@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from reppo.algo import distributions
 from reppo.envs.base import HostVecEnv, VecEnv
-from reppo.nets import Actor
+from reppo.nets import Actor, DiscreteActor
 from reppo.normalization import RunningStats
+from reppo.policy import policy_action
 from reppo.seeds import over_seeds
 
 
@@ -24,7 +24,7 @@ class EvalResult:
     """Length of that episode, likewise."""
 
 
-def make_evaluate(actor: Actor, env: VecEnv, num_seeds: int, deterministic: bool = True) -> Callable:
+def make_evaluate(actor: Actor | DiscreteActor, env: VecEnv, num_seeds: int, deterministic: bool = True) -> Callable:
     """``evaluate(actor_params, obs_stats, key) -> EvalResult``: one whole episode per env of ``env``.
 
     ``actor_params`` and ``obs_stats`` have a leading seed axis S = ``num_seeds``; seed s acts in envs
@@ -32,14 +32,12 @@ def make_evaluate(actor: Actor, env: VecEnv, num_seeds: int, deterministic: bool
 
     ``env`` must start every episode at step 0 (``randomize_steps=False``) so each env runs exactly one full
     episode in ``episode_length`` steps; steps after an env's first episode ended are masked out. The
-    deterministic policy acts with tanh(mu); the stochastic one samples.
+    deterministic policy acts with tanh(mu) (discrete: the most probable action); the stochastic one samples
+    (``reppo.policy.policy_action``).
     """
 
     def act(params, stats, obs, step_key):
-        mean, std = actor.apply(params, stats.normalize(obs))
-        if deterministic:
-            return distributions.deterministic_action(mean)
-        return distributions.sample(step_key, mean, std)[0]
+        return policy_action(actor, params, stats.normalize(obs), step_key, deterministic)
 
     def evaluate(actor_params, obs_stats: RunningStats, key: jax.Array) -> EvalResult:
         k_reset, k_pool, k_steps = jax.random.split(key, 3)
@@ -49,8 +47,8 @@ def make_evaluate(actor: Actor, env: VecEnv, num_seeds: int, deterministic: bool
             env_state, alive, returns, lengths = carry
             obs = env_state.obs.reshape(num_seeds, -1, env_state.obs.shape[-1])
             keys = jax.random.split(step_key, num_seeds)
-            action = over_seeds(act, num_seeds)(actor_params, obs_stats, obs, keys).reshape(env.num_envs, -1)
-            env_state, result = env.step(env_state, distributions.env_action(action))
+            action = over_seeds(act, num_seeds)(actor_params, obs_stats, obs, keys)
+            env_state, result = env.step(env_state, action.reshape(env.num_envs, *action.shape[2:]))
             returns = returns + alive * result.reward
             lengths = lengths + alive
             alive = alive * (1.0 - jnp.maximum(result.terminated, result.truncated))
@@ -71,10 +69,11 @@ def evaluate_policy(policy, episodes: int, key: jax.Array, deterministic: bool =
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be a positive integer")
     env = make_env(policy.env, episodes, impl=impl, randomize_steps=False)
-    if env.obs_size != policy.obs_size or env.action_size != policy.action_size:
+    env_actions = int(getattr(env, "num_actions", 0) or 0)
+    if (env.obs_size, env.action_size, env_actions) != (policy.obs_size, policy.action_size, policy.num_actions):
         raise ValueError(
-            f"policy (obs {policy.obs_size}, action {policy.action_size}) does not fit {policy.env} "
-            f"(obs {env.obs_size}, action {env.action_size})"
+            f"policy (obs {policy.obs_size}, action {policy.action_size}, discrete actions {policy.num_actions}) "
+            f"does not fit {policy.env} (obs {env.obs_size}, action {env.action_size}, discrete actions {env_actions})"
         )
     stats = RunningStats(mean=jnp.asarray(policy.obs_mean), var=jnp.asarray(policy.obs_var), count=jnp.ones(()))
     one_seed = lambda x: jnp.asarray(x)[None]

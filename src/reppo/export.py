@@ -5,7 +5,8 @@ The ONNX graph is built by hand from the flax parameters and computes exactly wh
 (``reppo.normalization.normalize``), the actor's ``depth`` blocks
 ``Dense -> LayerNorm -> SiLU`` (nets.Block), the mean and log-std heads with ``std = exp(min(log_std,
 log_std_max)) + min_std`` (nets.Actor), and the deterministic action ``clip(tanh(mean), -1 + 1e-5, 1 - 1e-5)``
-(Policy.__call__ with deterministic=True). ``onnx`` is imported only when an export runs
+(Policy.__call__ with deterministic=True). A discrete policy (nets.DiscreteActor) has one head, the logits of
+pi(.|x), and the deterministic action argmax (int64). ``onnx`` is imported only when an export runs
 (``pip install "reppo[export]"``).
 """
 
@@ -45,7 +46,8 @@ def export_onnx(policy: Policy, path: str | Path, opset: int = 17) -> Path:
 
     Input ``obs``: float32 ``(batch, obs_size)`` raw observations. Outputs, each float32 ``(batch, action_size)``:
     ``action`` (deterministic, ``clip(tanh(mean), -1 + 1e-5, 1 - 1e-5)``), and ``mean`` and ``std`` of the
-    pre-tanh Gaussian (a stochastic action is ``tanh(mean + std * normal)``, clipped the same way).
+    pre-tanh Gaussian (a stochastic action is ``tanh(mean + std * normal)``, clipped the same way). A discrete
+    policy: ``action`` int64 ``(batch,)``, the argmax of ``logits`` float32 ``(batch, num_actions)``.
     """
     onnx = _import_onnx()
     max_opset = onnx.defs.onnx_opset_version()
@@ -70,8 +72,8 @@ def _import_onnx():
 def _actor_weights(policy: Policy) -> dict[str, np.ndarray]:
     """The actor's parameters as float32 arrays keyed by their path (``Block_0/Dense_0/kernel`` ...).
 
-    Raises ValueError if the tree is not exactly the one nets.Actor creates, so an architecture change cannot be
-    exported silently wrong.
+    Raises ValueError if the tree is not exactly the one nets.Actor (or nets.DiscreteActor) creates, so an
+    architecture change cannot be exported silently wrong.
     """
     tree = policy.params
     if "params" in tree:
@@ -92,12 +94,12 @@ def _actor_weights(policy: Policy) -> dict[str, np.ndarray]:
         for layer, leaves in (("Dense_0", ("kernel", "bias")), ("LayerNorm_0", ("scale", "bias")))
         for leaf in leaves
     }
-    expected |= {f"Dense_{i}/{leaf}" for i in (0, 1) for leaf in ("kernel", "bias")}
+    heads = (0,) if policy.num_actions else (0, 1)  # DiscreteActor: the logits; Actor: mean and log-std
+    expected |= {f"Dense_{i}/{leaf}" for i in heads for leaf in ("kernel", "bias")}
     if set(found) != expected:
         missing, extra = sorted(expected - set(found)), sorted(set(found) - expected)
-        raise ValueError(
-            f"actor params do not match nets.Actor (depth={policy.actor.depth}): missing {missing}, unexpected {extra}"
-        )
+        raise ValueError(f"actor params do not match nets.{type(policy.actor).__name__} (depth={policy.actor.depth}): "
+                         f"missing {missing}, unexpected {extra}")  # fmt: skip
     return found
 
 
@@ -110,91 +112,105 @@ def _check_shape(weights: dict[str, np.ndarray], dense: str, n_in: int, n_out: i
         )
 
 
-def _build_model(onnx, policy: Policy, opset: int):
-    """The ONNX ModelProto of ``policy`` (see the module docstring for the graph)."""
-    from reppo import __version__
-    from reppo.algo.distributions import ACTION_EPS
+class _Graph:
+    """The nodes and constants of an ONNX graph under construction."""
+
+    def __init__(self, onnx, weights: dict[str, np.ndarray]):
+        self.onnx, self.weights = onnx, weights
+        self.nodes: list = []
+        self.initializers: list = []
+
+    def const(self, name: str, value: Any) -> str:
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    def dense(self, x: str, prefix: str, out: str) -> str:
+        """flax nn.Dense: x @ kernel + bias."""
+        matmul = self.node("MatMul", [x, self.const(f"{prefix}/kernel", self.weights[f"{prefix}/kernel"])],
+                           f"{out}/matmul")  # fmt: skip
+        return self.node("Add", [matmul, self.const(f"{prefix}/bias", self.weights[f"{prefix}/bias"])], out)
+
+
+def _trunk(g: _Graph, policy: Policy) -> tuple[str, int]:
+    """Normalised observation, then the actor's ``depth`` blocks; returns the features' name and size."""
     from reppo.normalization import CLIP, VAR_FLOOR
 
-    helper, TensorProto = onnx.helper, onnx.TensorProto
-    actor = policy.actor
-    obs_size, action_size = policy.obs_size, policy.action_size
-    weights = _actor_weights(policy)
+    obs_size = policy.obs_size
     obs_mean, obs_var = np.asarray(policy.obs_mean, np.float32), np.asarray(policy.obs_var, np.float32)
     if obs_mean.shape != (obs_size,) or obs_var.shape != (obs_size,):
         raise ValueError(f"obs_mean {obs_mean.shape} and obs_var {obs_var.shape} must both be ({obs_size},)")
-
-    # Shapes: obs_size -> width (each block) -> action_size (both heads).
-    in_size = obs_size
-    for i in range(actor.depth):
-        _check_shape(weights, f"Block_{i}/Dense_0", in_size, actor.width)
-        in_size = actor.width
-    for head in ("Dense_0", "Dense_1"):
-        _check_shape(weights, head, in_size, action_size)
-
-    initializers = []
-    nodes = []
-
-    def const(name: str, value: Any) -> str:
-        initializers.append(onnx.numpy_helper.from_array(np.asarray(value, np.float32), name))
-        return name
-
-    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
-        return output
-
-    def dense(x: str, prefix: str, out: str) -> str:
-        """flax nn.Dense: x @ kernel + bias."""
-        matmul = node("MatMul", [x, const(f"{prefix}/kernel", weights[f"{prefix}/kernel"])], f"{out}/matmul")
-        return node("Add", [matmul, const(f"{prefix}/bias", weights[f"{prefix}/bias"])], out)
-
-    # Policy.distribution: clip((obs - mean) / sqrt(max(var, floor)), -clip, clip), in float32 as JAX does.
+    # Policy: clip((obs - mean) / sqrt(max(var, floor)), -clip, clip), in float32 as JAX does.
     obs_scale = np.sqrt(np.maximum(obs_var, np.float32(VAR_FLOOR)))
-    centred = node("Sub", ["obs", const("obs_mean", obs_mean)], "obs_centred")
-    scaled = node("Div", [centred, const("obs_scale", obs_scale)], "obs_scaled")
-    h = node("Clip", [scaled, const("obs_clip_min", -CLIP), const("obs_clip_max", CLIP)], "obs_normalized")
+    centred = g.node("Sub", ["obs", g.const("obs_mean", obs_mean)], "obs_centred")
+    scaled = g.node("Div", [centred, g.const("obs_scale", obs_scale)], "obs_scaled")
+    h = g.node("Clip", [scaled, g.const("obs_clip_min", -CLIP), g.const("obs_clip_max", CLIP)], "obs_normalized")
+    in_size = obs_size
+    for i in range(policy.actor.depth):  # nets.Block: silu(LayerNorm(Dense(h))), silu(x) = x * sigmoid(x)
+        block, ln = f"Block_{i}", f"Block_{i}/LayerNorm_0"
+        _check_shape(g.weights, f"{block}/Dense_0", in_size, policy.actor.width)
+        in_size = policy.actor.width
+        x = g.dense(h, f"{block}/Dense_0", f"{block}/dense")
+        scale, bias = g.const(f"{ln}/scale", g.weights[f"{ln}/scale"]), g.const(f"{ln}/bias", g.weights[f"{ln}/bias"])
+        x = g.node("LayerNormalization", [x, scale, bias], f"{block}/layer_norm", axis=-1, epsilon=LAYER_NORM_EPS)
+        h = g.node("Mul", [x, g.node("Sigmoid", [x], f"{block}/sigmoid")], f"{block}/silu")
+    return h, in_size
 
-    # nets.Block: silu(LayerNorm(Dense(h))), silu(x) = x * sigmoid(x).
-    for i in range(actor.depth):
-        block = f"Block_{i}"
-        x = dense(h, f"{block}/Dense_0", f"{block}/dense")
-        ln = f"{block}/LayerNorm_0"
-        x = node(
-            "LayerNormalization",
-            [x, const(f"{ln}/scale", weights[f"{ln}/scale"]), const(f"{ln}/bias", weights[f"{ln}/bias"])],
-            f"{block}/layer_norm",
-            axis=-1,
-            epsilon=LAYER_NORM_EPS,
-        )
-        h = node("Mul", [x, node("Sigmoid", [x], f"{block}/sigmoid")], f"{block}/silu")
 
-    # nets.Actor heads: mean = Dense_0(h); std = exp(min(Dense_1(h), log_std_max)) + min_std.
-    mean = dense(h, "Dense_0", "mean")
-    log_std = dense(h, "Dense_1", "log_std")
-    log_std = node("Min", [log_std, const("log_std_max", actor.log_std_max)], "log_std_clipped")
-    node("Add", [node("Exp", [log_std], "log_std_exp"), const("min_std", actor.min_std)], "std")
+def _gaussian_heads(g: _Graph, policy: Policy, h: str, h_size: int) -> tuple[list[tuple[str, int, int]], str]:
+    """nets.Actor: mean = Dense_0(h), std = exp(min(Dense_1(h), log_std_max)) + min_std, and the deterministic
+    action clip(tanh(mean), -1 + eps, 1 - eps) (Policy with deterministic=True). Returns (outputs, doc)."""
+    from reppo.algo.distributions import ACTION_EPS
 
-    # Policy.__call__(deterministic=True): clip(tanh(mean), -1 + eps, 1 - eps).
-    low, high = const("action_low", -1.0 + ACTION_EPS), const("action_high", 1.0 - ACTION_EPS)
-    node("Clip", [node("Tanh", [mean], "mean_tanh"), low, high], "action")
-
-    env = policy.env or "unknown"
+    actor, action_size = policy.actor, policy.action_size
+    for head in ("Dense_0", "Dense_1"):
+        _check_shape(g.weights, head, h_size, action_size)
+    mean = g.dense(h, "Dense_0", "mean")
+    log_std = g.node("Min", [g.dense(h, "Dense_1", "log_std"), g.const("log_std_max", actor.log_std_max)],
+                     "log_std_clipped")  # fmt: skip
+    g.node("Add", [g.node("Exp", [log_std], "log_std_exp"), g.const("min_std", actor.min_std)], "std")
+    low, high = g.const("action_low", -1.0 + ACTION_EPS), g.const("action_high", 1.0 - ACTION_EPS)
+    g.node("Clip", [g.node("Tanh", [mean], "mean_tanh"), low, high], "action")
     doc = (
-        f"REPPO policy for {env} (reppo {__version__}). Input obs: float32 (batch, {obs_size}) raw observations "
-        f"(normalisation included). Outputs, float32 (batch, {action_size}): action = clip(tanh(mean), "
-        f"-1+{ACTION_EPS:g}, 1-{ACTION_EPS:g}) (deterministic); mean, std of the pre-tanh Gaussian "
-        "(stochastic action: clip(tanh(mean + std * N(0, 1))))."
+        f"Outputs, float32 (batch, {action_size}): action = clip(tanh(mean), -1+{ACTION_EPS:g}, 1-{ACTION_EPS:g}) "
+        "(deterministic); mean, std of the pre-tanh Gaussian (stochastic action: clip(tanh(mean + std * N(0, 1))))."
     )
-    outputs = [
-        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", action_size])
-        for name in ("action", "mean", "std")
-    ]
+    f = g.onnx.TensorProto.FLOAT
+    return [("action", f, action_size), ("mean", f, action_size), ("std", f, action_size)], doc
+
+
+def _categorical_head(g: _Graph, policy: Policy, h: str, h_size: int) -> tuple[list[tuple[str, int, int]], str]:
+    """nets.DiscreteActor: logits = Dense_0(h), and the deterministic action argmax_a logits (Policy with
+    deterministic=True; ties go to the first action, as jnp.argmax). Returns (outputs, doc)."""
+    n = policy.num_actions
+    _check_shape(g.weights, "Dense_0", h_size, n)
+    logits = g.dense(h, "Dense_0", "logits")
+    g.node("ArgMax", [logits], "action", axis=-1, keepdims=0, select_last_index=0)
+    doc = (f"Outputs: action, int64 (batch,), the most probable action (deterministic); logits, float32 (batch, {n}), "
+           "of pi(a|x) = softmax(logits) (stochastic action: sample it).")  # fmt: skip
+    tp = g.onnx.TensorProto
+    return [("action", tp.INT64, None), ("logits", tp.FLOAT, n)], doc
+
+
+def _build_model(onnx, policy: Policy, opset: int):
+    """The ONNX ModelProto of ``policy`` (see the module docstring for the graph)."""
+    from reppo import __version__
+
+    helper = onnx.helper
+    g = _Graph(onnx, _actor_weights(policy))
+    outputs, out_doc = (_categorical_head if policy.num_actions else _gaussian_heads)(g, policy, *_trunk(g, policy))
+    doc = (f"REPPO policy for {policy.env or 'unknown'} (reppo {__version__}). Input obs: float32 (batch, "
+           f"{policy.obs_size}) raw observations (normalisation included). {out_doc}")  # fmt: skip
+    shape = lambda size: ["batch", size] if size else ["batch"]
     graph = helper.make_graph(
-        nodes,
+        g.nodes,
         "reppo_policy",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", obs_size])],
-        outputs,
-        initializer=initializers,
+        [helper.make_tensor_value_info("obs", onnx.TensorProto.FLOAT, shape(policy.obs_size))],
+        [helper.make_tensor_value_info(name, kind, shape(size)) for name, kind, size in outputs],
+        initializer=g.initializers,
         doc_string=doc,
     )
     opset_imports = [helper.make_opsetid("", opset)]
@@ -207,15 +223,14 @@ def _build_model(onnx, policy: Policy, opset: int):
         # The lowest IR version that holds this opset, so older onnxruntime releases can load the file.
         ir_version=helper.find_min_ir_version_for(opset_imports),
     )
-    metadata = {
-        "env": policy.env,
-        "obs_size": str(obs_size),
-        "action_size": str(action_size),
-        "reppo_version": __version__,
-        "width": str(actor.width),
-        "depth": str(actor.depth),
-        "min_std": repr(float(actor.min_std)),
-        "log_std_max": repr(float(actor.log_std_max)),
-    }
-    helper.set_model_props(model, metadata)
+    helper.set_model_props(model, _metadata(policy, __version__))
     return model
+
+
+def _metadata(policy: Policy, version: str) -> dict[str, str]:
+    actor = policy.actor
+    meta = {"env": policy.env, "obs_size": str(policy.obs_size), "action_size": str(policy.action_size),
+            "reppo_version": version, "width": str(actor.width), "depth": str(actor.depth)}  # fmt: skip
+    if policy.num_actions:
+        return {**meta, "num_actions": str(policy.num_actions)}
+    return {**meta, "min_std": repr(float(actor.min_std)), "log_std_max": repr(float(actor.log_std_max))}

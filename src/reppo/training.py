@@ -413,6 +413,7 @@ class _Run:
             "seeds": self.seeds,
             "obs_size": self.env.obs_size,
             "action_size": self.env.action_size,
+            "num_actions": int(getattr(self.env, "num_actions", 0) or 0),
         }
         self.checkpointer.save(i, state, _policy_tree(state.learner, c.num_seeds), meta)
 

@@ -150,9 +150,12 @@ def test_brax_terminations_keep_the_final_obs():
     assert (d.gamma, d.v_min, d.v_max, d.reward_scale, d.episode_length) == (0.99, 0.0, 200.0, 0.1, 1000)
 
 
-def test_discrete_actions_are_refused_with_one_line():
-    with pytest.raises(UnsupportedSpaceError, match=r"^discrete action space Discrete\(2\) is not supported yet"):
-        make_env("gymnasium:CartPole-v1", 2)
+def test_multi_discrete_actions_are_refused_with_one_line():
+    raw = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    raw.single_action_space = gymnasium.spaces.MultiDiscrete([2, 3])
+    message = r"^action space MultiDiscrete.* is not supported; allowed: a Box or a Discrete$"
+    with pytest.raises(UnsupportedSpaceError, match=message):
+        GymnasiumVecEnv(raw)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,10 @@ never scaled):
   Gymnasium tasks take the Gymnasium MuJoCo ones; its DM Control ports the paper's DM Control values.
 - gymnax (ours: no published REPPO settings): Pendulum-v1 reward per step in [-16.3, 0], scaled by 0.1 over a
   horizon 1 / (1 - 0.99) = 100 gives values in [-163, 0]; we use [-170, 10] (soft values add entropy bonuses).
-  MountainCarContinuous-v0: -0.1 a^2 per step and +100 at the goal: [-20, 110], scale 1.
+  MountainCarContinuous-v0: -0.1 a^2 per step and +100 at the goal: [-20, 110], scale 1. CartPole-v1: +1 per step
+  for up to 500 steps, so values up to 1 / (1 - 0.99) = 100: [0, 110]. Acrobot-v1: -1 per step: [-110, 10].
+- gymnax MinAtar (discrete, docs/discrete.md): gamma 0.99, values [0, 50], Asterix [0, 20]: the authors'
+  ``config/env/minatar.yaml`` (``dev`` branch).
 - An env object without a family id (``custom:ClassName``), and any other id of a family: gamma 0.99, scale 1,
   [-100, 100] (a guess: set --v-min/--v-max from the returns; the clipped-target fraction in the logs says when
   the range is wrong).
@@ -68,7 +71,14 @@ FAMILIES = {
 
 MUJOCO_TASKS = ("Ant", "HalfCheetah", "Hopper", "Humanoid", "HumanoidStandup", "InvertedDoublePendulum",
                 "InvertedPendulum", "Pusher", "Reacher", "Swimmer", "Walker2d")  # fmt: skip
-GYMNAX_PRESETS = {"Pendulum-v1": (0.99, -170.0, 10.0, 0.1), "MountainCarContinuous-v0": (0.99, -20.0, 110.0, 1.0)}
+GYMNAX_PRESETS = {
+    "Pendulum-v1": (0.99, -170.0, 10.0, 0.1),
+    "MountainCarContinuous-v0": (0.99, -20.0, 110.0, 1.0),
+    "CartPole-v1": (0.99, 0.0, 110.0, 1.0),
+    "Acrobot-v1": (0.99, -110.0, 10.0, 1.0),
+    **{f"{game}-MinAtar": (0.99, 0.0, 50.0, 1.0) for game in ("Breakout", "Freeway", "Seaquest", "SpaceInvaders")},
+    "Asterix-MinAtar": (0.99, 0.0, 20.0, 1.0),
+}
 
 
 def split(env_id: str) -> tuple[Family | None, str]:

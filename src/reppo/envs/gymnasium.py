@@ -86,6 +86,7 @@ class GymnasiumVecEnv:
         self.num_envs = int(env.num_envs)
         self.actions = action_map(env.single_action_space)
         self.action_size = self.actions.size
+        self.num_actions = self.actions.num_actions
         self.mode = autoreset_mode(env)
         self.obs_size = _obs_size(env.single_observation_space, "state")
         self.critic_obs_size = _obs_size(env.single_observation_space, "privileged_state")

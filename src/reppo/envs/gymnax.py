@@ -7,7 +7,9 @@ steps with ``env.step_env`` (no reset) under params whose time limit never fires
 terminations as ``done``, and leaves the time limit (the task's ``max_steps_in_episode``) and the resets to
 :class:`reppo.envs.playground.AutoResetVecEnv`, which keeps the final observation. The object has MuJoCo
 Playground's single-env API: ``reset(rng) -> State`` and ``step(State, action) -> State``; its state carries the
-PRNG key gymnax's step needs. Actions in [-1, 1] are rescaled to the action Box (:mod:`reppo.envs.spaces`).
+PRNG key gymnax's step needs. Actions in [-1, 1] are rescaled to the action Box (:mod:`reppo.envs.spaces`); on a
+Discrete space (CartPole-v1, Acrobot-v1, the MinAtar games) the action is the index itself, and ``num_actions``
+says how many there are. Observations are flattened (MinAtar's 10 x 10 x C grids become vectors of 100 C).
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ class GymnaxEnv:
         self.params = params.replace(max_steps_in_episode=NEVER)
         self.actions = action_map(self.env.action_space(params))
         self.action_size = self.actions.size
-        self._low, self._high = jnp.asarray(self.actions.low), jnp.asarray(self.actions.high)
+        self.num_actions = self.actions.num_actions
+        if not self.num_actions:
+            self._low, self._high = jnp.asarray(self.actions.low), jnp.asarray(self.actions.high)
 
     def _state(self, env_state, obs, reward, done, key) -> GymnaxState:
         obs = jnp.asarray(obs, jnp.float32).reshape(-1)
@@ -71,7 +75,10 @@ class GymnaxEnv:
 
     def step(self, state: GymnaxState, action: jax.Array) -> GymnaxState:
         key, k_step = jax.random.split(state.key)
-        a = jnp.clip(action, -1.0, 1.0)
-        a = self._low + (a + 1.0) * 0.5 * (self._high - self._low)
+        if self.num_actions:
+            a = action.astype(jnp.int32)
+        else:
+            a = jnp.clip(action, -1.0, 1.0)
+            a = self._low + (a + 1.0) * 0.5 * (self._high - self._low)
         obs, env_state, reward, done, _ = self.env.step_env(k_step, state.env_state, a, self.params)
         return self._state(env_state, obs, reward, done, key)

@@ -159,6 +159,8 @@ class AutoResetVecEnv:
         self.randomize_steps = bool(randomize_steps)
         self.reset_strategy = reset_strategy
         self.action_size = int(env.action_size)
+        # > 0: a discrete action space of that many actions (actions are int32 indices, not clipped)
+        self.num_actions = int(getattr(env, "num_actions", 0) or 0)
 
         if reset_pool_size is None:
             expected = math.ceil(2 * self.num_envs * _POOL_REFERENCE_T / self.episode_length)
@@ -292,7 +294,7 @@ class AutoResetVecEnv:
     def step(self, state: EnvState, action: jax.Array) -> tuple[EnvState, StepResult]:
         n = self.num_envs
         ex: ResetExtra = state.extra
-        action = jnp.clip(action, -1.0, 1.0)
+        action = action.astype(jnp.int32) if self.num_actions else jnp.clip(action, -1.0, 1.0)
         nxt, reward, done = jax.vmap(self._env_step)(state.inner, action)
         # Non-finite rewards and observations of a diverged physics state are passed on as they are, for the NaN/Inf
         # guard to count and act on (``reppo.algo.guard``: the update is rolled back and those envs reset).

@@ -47,8 +47,12 @@ def render_family_episode(env_id: str, policy, *, key, max_steps: int | None = N
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     name = _gymnasium_twin(env_id)
     check_gl()
-    kwargs = {"width": width, "height": height}
+    # MuJoCo tasks render at the size asked for; others (classic control: CartPole, ...) at their own size, resized
+    mujoco = "mujoco" in str(gymnasium.spec(name).entry_point)
+    kwargs = {"width": width, "height": height} if mujoco else {}
     if camera is not None:
+        if not mujoco:
+            raise ValueError(f"camera={camera!r}: {env_id!r} is not a MuJoCo task and has no cameras")
         kwargs["camera_id" if isinstance(camera, int) else "camera_name"] = camera
     env = gymnasium.make(name, render_mode="rgb_array", **kwargs)
     try:
@@ -65,4 +69,11 @@ def render_family_episode(env_id: str, policy, *, key, max_steps: int | None = N
         fps = float(env.metadata.get("render_fps") or 30)
     finally:
         env.close()
-    return np.stack(frames).astype(np.uint8), total, fps
+    return _resize(np.stack(frames).astype(np.uint8), width, height), total, fps
+
+
+def _resize(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour resize of (F, H, W, 3) frames to (F, height, width, 3) (a no-op at that size)."""
+    rows = np.arange(height) * frames.shape[1] // height
+    cols = np.arange(width) * frames.shape[2] // width
+    return frames[:, rows][:, :, cols]

@@ -1,9 +1,9 @@
 """Action and observation spaces of the envs users bring, in one place.
 
-The learner emits actions in [-1, 1]^d (a tanh-Gaussian). :func:`action_map` reads an env's action space and
-returns the map from the learner's action to the env's: a Box with finite bounds is rescaled affinely onto
-[low, high]. Discrete spaces are refused with one line for now; discrete REPPO (a categorical policy) extends
-:func:`action_map` and nothing else here.
+The learner emits actions in [-1, 1]^d (a tanh-Gaussian) or, for a discrete action space, an action index
+(a categorical policy, docs/discrete.md). :func:`action_map` reads an env's action space and returns the map from
+the learner's action to the env's: a Box with finite bounds is rescaled affinely onto [low, high]; a Discrete
+space of n actions takes the index (shifted by the space's ``start``). Other spaces are refused with one line.
 
 Observations reach the learner as flat float32 vectors: a Box is flattened; a dict with a ``"state"`` entry (and
 optionally ``"privileged_state"``, the critic's observation) is read as MuJoCo Playground's are.
@@ -32,6 +32,9 @@ class BoxActions:
     low: np.ndarray
     high: np.ndarray
 
+    num_actions = 0
+    """0: a continuous action space."""
+
     @property
     def size(self) -> int:
         return int(self.low.size)
@@ -43,18 +46,38 @@ class BoxActions:
         return (low + (a + 1.0) * 0.5 * (high - low)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class DiscreteActions:
+    """An action index in {0, ..., n - 1} -> the env's action ``start + index`` (int64, as Gymnasium's Discrete
+    holds them); ``size`` is 1 by convention (the learner's ``Spaces.action_size`` is unused when discrete)."""
+
+    num_actions: int
+    start: int = 0
+    size = 1
+
+    def __call__(self, action: Any) -> np.ndarray:
+        a = np.asarray(action)
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"a discrete action must be an integer index, got dtype {a.dtype}")
+        return a.astype(np.int64) + self.start
+
+
 def _describe(space: Any) -> str:
     return f"{type(space).__name__}{getattr(space, 'shape', '')}" if not hasattr(space, "n") else repr(space)
 
 
-def action_map(space: Any) -> BoxActions:
-    """The map from the learner's actions to ``space`` (a single env's action space: a Gymnasium or gymnax Box,
-    or anything with ``low``/``high``/``shape``). Discrete and other spaces raise :class:`UnsupportedSpaceError`."""
-    if hasattr(space, "n") or type(space).__name__ in ("Discrete", "MultiDiscrete", "MultiBinary"):
-        raise UnsupportedSpaceError(
-            f"discrete action space {_describe(space)} is not supported yet (REPPO here is continuous: a Box "
-            "action space is needed)"
-        )
+def action_map(space: Any) -> BoxActions | DiscreteActions:
+    """The map from the learner's actions to ``space`` (a single env's action space: a Gymnasium or gymnax Box or
+    Discrete, or anything with ``low``/``high``/``shape``). Other spaces raise :class:`UnsupportedSpaceError`."""
+    kind = type(space).__name__
+    if kind in ("MultiDiscrete", "MultiBinary"):
+        raise UnsupportedSpaceError(f"action space {_describe(space)} is not supported; allowed: a Box or a Discrete")
+    if hasattr(space, "n"):
+        n = int(np.asarray(space.n))
+        if np.ndim(space.n) != 0 or n < 2:
+            raise UnsupportedSpaceError(f"discrete action space {_describe(space)} is not supported; allowed: a "
+                                        "Discrete of at least 2 actions")  # fmt: skip
+        return DiscreteActions(n, int(getattr(space, "start", 0)))
     if not (hasattr(space, "low") and hasattr(space, "high") and hasattr(space, "shape")):
         raise UnsupportedSpaceError(f"action space {_describe(space)} is not supported; allowed: a Box")
     shape = tuple(space.shape)

@@ -74,7 +74,8 @@ class HostRollout:
     def _batch_shapes(self) -> Transition:
         t, n, s = self.num_steps, self.env.num_envs, self.seeded.learner.spaces
         f = lambda *shape: jax.ShapeDtypeStruct((t, n, *shape), jnp.float32)
-        return Transition(f(s.obs_size), f(s.critic_obs_size), f(s.action_size), f(), f(), f(), f(),
+        actions = jax.ShapeDtypeStruct((t, n), jnp.int32) if s.discrete else f(s.action_size)
+        return Transition(f(s.obs_size), f(s.critic_obs_size), actions, f(), f(), f(), f(),
                           f(s.obs_size), f(s.critic_obs_size))  # fmt: skip
 
     def rollout(self, state: TrainState, keys: jax.Array) -> Transition:

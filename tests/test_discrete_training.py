@@ -1,0 +1,97 @@
+"""Discrete REPPO end to end (docs/discrete.md): runs on gymnax CartPole-v1 (fused path) and Gymnasium CartPole-v1
+(host path) with several seeds, exact resume, the loaded policy against its ONNX export (an independent
+implementation of the forward pass), greedy evaluation, and the CLI commands that read a run folder."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from reppo import Config, load, resume, train
+from reppo.cli import main
+from reppo.evaluate import evaluate_policy
+from reppo.nets import DiscreteActor
+
+B = 8 * 8
+SMALL = dict(
+    num_envs=8, num_steps=8, num_minibatches=2, num_epochs=2, critic_width=16, actor_width=16, actor_depth=2,
+    eval_every=B * 2, eval_envs=2, progress=False, checkpoint_every=2, num_seeds=2,
+)  # fmt: skip
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """gymnax CartPole-v1, 2 seeds: 2 iterations resumed to 4, and the same run in one piece."""
+    pytest.importorskip("gymnax")
+    base = tmp_path_factory.mktemp("discrete")
+    config = Config(env="gymnax:CartPole-v1", **SMALL)
+    train(Config(**{**vars(config), "total_steps": B * 2}), run_dir=base / "resumed")
+    resumed = resume(base / "resumed", total_steps=B * 4)
+    whole = train(Config(**{**vars(config), "total_steps": B * 4}), run_dir=base / "whole")
+    return base, resumed, whole
+
+
+def test_discrete_run_resumes_bit_for_bit_and_logs_the_categorical_metrics(run):
+    base, resumed, whole = run
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(whole.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    rows = _rows(base / "whole")
+    assert [(r["env_steps"], r["seed"]) for r in rows] == [(str(B * 2), "1"), (str(B * 2), "2"), (str(B * 4), "1"),
+                                                          (str(B * 4), "2")]  # fmt: skip
+    assert "train/policy_max_prob" in rows[0] and "train/policy_std" not in rows[0]
+    for r in rows:  # CartPole pays 1 per step: a greedy episode's return is its length
+        assert 1 <= float(r["eval/episode_length"]) <= 500
+        assert float(r["eval/episode_return"]) == float(r["eval/episode_length"])
+        assert 1 / 2 <= float(r["train/policy_max_prob"]) <= 1  # of 2 actions
+
+
+def test_loaded_policy_acts_like_its_onnx_export(run, tmp_path):
+    """The argmax and logits of the loaded policy equal those of the ONNX graph built from its parameters, on
+    fresh random observations; a stochastic action needs a key and lies in {0, 1}."""
+    ort = pytest.importorskip("onnxruntime")
+    base = run[0]
+    policy = load(base / "whole", seed_index=1)
+    assert isinstance(policy.actor, DiscreteActor)
+    assert (policy.obs_size, policy.action_size, policy.num_actions, policy.env) == (4, 1, 2, "gymnax:CartPole-v1")
+    assert main(["export", str(base / "whole"), "--seed-index", "1", "--out", str(tmp_path / "p.onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "p.onnx"))
+    obs = np.random.default_rng().normal(0, 2, (256, 4)).astype(np.float32)
+    action, logits = session.run(["action", "logits"], {"obs": obs})
+    np.testing.assert_allclose(logits, np.asarray(policy.distribution(obs)), rtol=1e-4, atol=1e-5)
+    near_tie = np.abs(logits[:, 0] - logits[:, 1]) < 1e-4
+    np.testing.assert_array_equal(policy(obs)[~near_tie], action[~near_tie])
+    assert policy(obs).dtype == np.int32 and policy(obs[0]).shape == ()
+    with pytest.raises(ValueError, match="a stochastic action needs a PRNG key"):
+        policy(obs, deterministic=False)
+    sampled = policy(obs, deterministic=False, key=jax.random.PRNGKey(0))
+    assert set(np.unique(sampled)) <= {0, 1}
+
+
+def test_greedy_evaluation_and_cli_eval(run, capsys):
+    base = run[0]
+    out = evaluate_policy(load(base / "whole"), 3, jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(out.returns, out.lengths)
+    assert out.returns.shape == (3,) and np.all((out.lengths >= 1) & (out.lengths <= 500))
+    assert main(["eval", str(base / "whole"), "--episodes", "2"]) == 0
+    assert "gymnax:CartPole-v1" in capsys.readouterr().out
+
+
+def test_host_path_discrete_run_evaluates_and_records_a_video(tmp_path):
+    """Gymnasium CartPole-v1 on the host path: trains, evaluates every seed, and renders (pygame)."""
+    pytest.importorskip("pygame")
+    config = Config(env="gymnasium:CartPole-v1", total_steps=B * 2, **SMALL)
+    result = train(config, run_dir=tmp_path / "host")
+    assert [len(e["per_seed"]) for e in result.evaluations] == [2]
+    for row in result.evaluations[0]["per_seed"]:
+        assert 1 <= row["eval/episode_length"] <= 500 and row["eval/episode_return"] == row["eval/episode_length"]
+    assert main(["video", str(tmp_path / "host"), "--out", str(tmp_path / "v.mp4"), "--max-steps", "4"]) == 0
+    assert (tmp_path / "v.mp4").stat().st_size > 0
