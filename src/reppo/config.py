@@ -219,9 +219,46 @@ def check_types(config: Config) -> None:
             raise ConfigError(f"{f.name}={value!r} {problem}; allowed: {_type_name(hints[f.name])}")
 
 
-def validate(config: Config) -> None:
-    """Raise ConfigError (one line) for the first value that is out of range. Runs before anything compiles."""
-    c = config
+_POSITIVE_INTS = (
+    "total_steps",
+    "num_envs",
+    "num_steps",
+    "num_epochs",
+    "num_minibatches",
+    "num_value_samples",
+    "num_kl_samples",
+    "actor_width",
+    "critic_depth",
+    "actor_depth",
+    "eval_every",
+    "eval_envs",
+    "value_chunk_size",
+    "num_seeds",
+)
+"""Fields that must be integers > 0 (:func:`validate`)."""
+_POSITIVE_FLOATS = (
+    "actor_lr",
+    "critic_lr",
+    "dual_lr",
+    "max_grad_norm",
+    "kl_bound",
+    "init_alpha",
+    "init_beta",
+    "hl_gauss_sigma",
+    "init_std",
+)
+"""Fields that must be finite numbers > 0 (:func:`validate`)."""
+_NON_NEGATIVE_FLOATS = ("aux_coef", "min_std", "entropy_coef")
+"""Fields that must be finite numbers >= 0 (:func:`validate`)."""
+
+
+def _is_int(value: Any) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_names(c: Config) -> None:
+    """The preset and the physics backend, checked before the types so that a bad one gets its own message."""
     _require(
         isinstance(c.preset, str) and c.preset in PRESETS,
         f"preset={c.preset!r} is not a preset; allowed: {', '.join(PRESETS)}",
@@ -229,45 +266,27 @@ def validate(config: Config) -> None:
     _require(
         isinstance(c.impl, str) and c.impl in ("jax", "warp"), f"impl={c.impl!r} is not allowed; allowed: jax, warp"
     )
-    check_types(c)
-    for name in (
-        "total_steps",
-        "num_envs",
-        "num_steps",
-        "num_epochs",
-        "num_minibatches",
-        "num_value_samples",
-        "num_kl_samples",
-        "actor_width",
-        "critic_depth",
-        "actor_depth",
-        "eval_every",
-        "eval_envs",
-        "value_chunk_size",
-        "num_seeds",
-    ):
+
+
+def _check_integers(c: Config) -> None:
+    """Counts, sizes and periods, and that the minibatches divide the batch."""
+    for name in _POSITIVE_INTS:
         value = getattr(c, name)
-        _require(
-            isinstance(value, int) and not isinstance(value, bool) and value > 0,
-            f"{name}={value!r} must be a positive integer",
-        )
+        _require(_is_int(value) and value > 0, f"{name}={value!r} must be a positive integer")
     _require(
-        c.critic_width is None
-        or (isinstance(c.critic_width, int) and not isinstance(c.critic_width, bool) and c.critic_width > 0),
+        c.critic_width is None or (_is_int(c.critic_width) and c.critic_width > 0),
         f"critic_width={c.critic_width!r} must be a positive integer (or None: the task preset)",
     )
     _require(
-        isinstance(c.checkpoint_every, int) and not isinstance(c.checkpoint_every, bool) and c.checkpoint_every >= 0,
+        _is_int(c.checkpoint_every) and c.checkpoint_every >= 0,
         f"checkpoint_every={c.checkpoint_every!r} must be an integer >= 0",
     )
     _require(
-        isinstance(c.max_bad_iterations, int)
-        and not isinstance(c.max_bad_iterations, bool)
-        and c.max_bad_iterations >= 0,
+        _is_int(c.max_bad_iterations) and c.max_bad_iterations >= 0,
         f"max_bad_iterations={c.max_bad_iterations!r} must be an integer >= 0",
     )
     _require(
-        c.devices == "all" or (isinstance(c.devices, int) and not isinstance(c.devices, bool) and c.devices >= 1),
+        c.devices == "all" or (_is_int(c.devices) and c.devices >= 1),
         f"devices={c.devices!r} must be a positive integer or 'all'",
     )
     _require(c.num_bins >= 3, f"num_bins={c.num_bins} must be at least 3")
@@ -275,20 +294,14 @@ def validate(config: Config) -> None:
         c.batch_size % c.num_minibatches == 0,
         f"num_minibatches={c.num_minibatches} must divide num_envs * num_steps = {c.batch_size}",
     )
-    for name in (
-        "actor_lr",
-        "critic_lr",
-        "dual_lr",
-        "max_grad_norm",
-        "kl_bound",
-        "init_alpha",
-        "init_beta",
-        "hl_gauss_sigma",
-        "init_std",
-    ):
+
+
+def _check_numbers(c: Config) -> None:
+    """Learning rates, coefficients, standard deviations, lambda, and the task presets where the config sets them."""
+    for name in _POSITIVE_FLOATS:
         value = getattr(c, name)
         _require(math.isfinite(value) and value > 0, f"{name}={value!r} must be a finite number > 0")
-    for name in ("aux_coef", "min_std", "entropy_coef"):
+    for name in _NON_NEGATIVE_FLOATS:
         value = getattr(c, name)
         _require(math.isfinite(value) and value >= 0, f"{name}={value!r} must be a finite number >= 0")
     _require(c.init_std > c.min_std, f"init_std={c.init_std} must exceed min_std={c.min_std}")
@@ -300,6 +313,14 @@ def validate(config: Config) -> None:
         _require(0.0 < c.gamma <= 1.0, f"gamma={c.gamma} must be in (0, 1]")
     if c.v_min is not None and c.v_max is not None:
         _require(c.v_min < c.v_max, f"v_min={c.v_min} must be below v_max={c.v_max}")
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError (one line) for the first value that is out of range. Runs before anything compiles."""
+    _check_names(config)
+    check_types(config)
+    _check_integers(config)
+    _check_numbers(config)
 
 
 def resolve(config: Config) -> Config:

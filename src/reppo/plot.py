@@ -189,17 +189,8 @@ def _resample(xs: list[np.ndarray], ys: list[np.ndarray], grid: str) -> tuple[np
     return common, np.stack([np.interp(common, *_sorted(x, y)) for x, y in zip(xs, ys, strict=True)])
 
 
-def plot_curves(
-    run_dirs: Sequence[str | Path], out: str | Path, *, label_by: str = "env", interval: str = "ci95"
-) -> Path:
-    """Write a PNG of eval return vs env steps and vs wall-clock seconds, mean and band per group; return ``out``."""
-    if interval not in INTERVALS:
-        raise ValueError(f"interval={interval!r} is not one of {', '.join(INTERVALS)}")
-    curves = load_curves(run_dirs, label_by=label_by)
-    groups: dict[str, list[Curve]] = {}
-    for curve in curves:
-        groups.setdefault(curve.label, []).append(curve)
-
+def _figure():
+    """An empty matplotlib Figure of FIGSIZE at DPI on the Agg canvas (no display needed)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -208,29 +199,34 @@ def plot_curves(
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    ax_steps, ax_wall = fig.subplots(1, 2)
+    return fig
+
+
+def _plot_group(ax, label: str, members: list[Curve], attr: str, grid: str, interval: str, color: str) -> None:
+    """Mean and band of one group's curves against ``attr`` (``env_steps`` or ``wall_s``) on ``ax``; the seeds
+    are resampled onto a common ``grid`` (see :func:`_resample`) where there are several."""
+    xs = [getattr(c, attr) for c in members]
+    ys = [c.eval_return for c in members]
+    try:
+        if len(members) == 1:
+            x, y = _sorted(xs[0], ys[0])
+            values = y[None]
+        else:
+            x, values = _resample(xs, ys, grid)
+    except ValueError:
+        raise ValueError(
+            f"the {len(members)} curves of {label!r} do not overlap in {attr}; try label_by='run'"
+        ) from None
+    mean, lo, hi = mean_and_interval(values, interval)
+    marker = "o" if len(x) == 1 else None
+    ax.plot(x, mean, color=color, label=f"{label} (n={len(members)})", marker=marker)
+    if len(members) > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.25, linewidth=0)
+
+
+def _label_panels(fig, ax_steps, ax_wall, interval: str) -> None:
+    """Titles, axis labels, grids and legends of the two panels, and the band's meaning above them."""
     band_name = {"ci95": "95% bootstrap CI of the mean", "std": "mean ± std", "minmax": "min to max"}[interval]
-    for i, (label, members) in enumerate(groups.items()):
-        color = f"C{i % 10}"
-        legend = f"{label} (n={len(members)})"
-        for ax, attr, grid in ((ax_steps, "env_steps", "union"), (ax_wall, "wall_s", "linspace")):
-            xs = [getattr(c, attr) for c in members]
-            ys = [c.eval_return for c in members]
-            try:
-                if len(members) == 1:
-                    x, y = _sorted(xs[0], ys[0])
-                    values = y[None]
-                else:
-                    x, values = _resample(xs, ys, grid)
-            except ValueError:
-                raise ValueError(
-                    f"the {len(members)} curves of {label!r} do not overlap in {attr}; try label_by='run'"
-                ) from None
-            mean, lo, hi = mean_and_interval(values, interval)
-            marker = "o" if len(x) == 1 else None
-            ax.plot(x, mean, color=color, label=legend, marker=marker)
-            if len(members) > 1:
-                ax.fill_between(x, lo, hi, color=color, alpha=0.25, linewidth=0)
     ax_steps.set(title="eval return vs environment steps", xlabel="environment steps")
     ax_wall.set(title="eval return vs wall-clock time", xlabel="wall-clock seconds")
     for ax in (ax_steps, ax_wall):
@@ -239,7 +235,9 @@ def plot_curves(
         ax.legend(loc="best", fontsize="small")
     fig.suptitle(f"mean over seeds; band: {band_name}", fontsize="medium")
 
-    out = Path(out)
+
+def _save_png(fig, out: Path) -> Path:
+    """Write ``fig`` to ``out`` as a PNG atomically (a temporary file beside it, then renamed); return ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
@@ -253,3 +251,22 @@ def plot_curves(
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def plot_curves(
+    run_dirs: Sequence[str | Path], out: str | Path, *, label_by: str = "env", interval: str = "ci95"
+) -> Path:
+    """Write a PNG of eval return vs env steps and vs wall-clock seconds, mean and band per group; return ``out``."""
+    if interval not in INTERVALS:
+        raise ValueError(f"interval={interval!r} is not one of {', '.join(INTERVALS)}")
+    groups: dict[str, list[Curve]] = {}
+    for curve in load_curves(run_dirs, label_by=label_by):
+        groups.setdefault(curve.label, []).append(curve)
+
+    fig = _figure()
+    ax_steps, ax_wall = fig.subplots(1, 2)
+    for i, (label, members) in enumerate(groups.items()):
+        for ax, attr, grid in ((ax_steps, "env_steps", "union"), (ax_wall, "wall_s", "linspace")):
+            _plot_group(ax, label, members, attr, grid, interval, color=f"C{i % 10}")
+    _label_panels(fig, ax_steps, ax_wall, interval)
+    return _save_png(fig, Path(out))

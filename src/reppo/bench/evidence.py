@@ -604,14 +604,15 @@ def throughput_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def summary_markdown(runs: Sequence[Run], meta: dict[str, Any], published: dict) -> str:
+def _meta_section(meta: dict[str, Any]) -> list[str]:
+    """The title and what the kit ran on: device, commit, budget, profile, software, published returns."""
     profile = meta.get("profile", "gpu")
     lines = ["# GPU evidence: REPPO at paper scale", ""]
     if profile == "tiny":
         lines += ["**`--tiny`: the kit's path at CPU size, a check that it works; these numbers are not evidence.**",
                   ""]  # fmt: skip
     used = meta.get("used_s")
-    lines += [
+    return lines + [
         f"- Device: {meta.get('device', 'unknown')}",
         f"- Commit: {meta.get('commit', 'unknown')}",
         f"- Budget: {meta.get('budget_min', '?')} min"
@@ -619,10 +620,12 @@ def summary_markdown(runs: Sequence[Run], meta: dict[str, Any], published: dict)
         + (f" (unpacking the bundle: {meta['unpack_s']:.0f} s)" if meta.get("unpack_s") is not None else ""),
         f"- Profile: {profile}; software: {meta.get('software', 'unknown')}",
         f"- Published returns: {meta.get('reference') or 'not found'}",
-        "",
-        "## Runs, in order of value",
-        "",
     ]
+
+
+def _runs_section(runs: Sequence[Run]) -> list[str]:
+    """Every planned run, in order of value: its status, seconds against the estimate, and note."""
+    lines = ["", "## Runs, in order of value", ""]
     for run in runs:
         u = run.unit
         what = f"{u.phase}: {u.task}, {'REPPO ' + u.preset if u.method == 'reppo' else 'Brax PPO (published)'}"
@@ -632,8 +635,12 @@ def summary_markdown(runs: Sequence[Run], meta: dict[str, Any], published: dict)
                      + (f"; {run.note}" if run.note else ""))  # fmt: skip
     if not runs:
         lines.append("- nothing ran")
-    dmc = dmc_rows(runs, published)
-    lines += [
+    return lines
+
+
+def _dmc_section(runs: Sequence[Run], published: dict) -> list[str]:
+    """The table of :func:`dmc_rows`: REPPO's final returns on DM Control beside the published ones."""
+    lines = [
         "",
         "## DM Control: REPPO against the published final returns",
         "",
@@ -644,6 +651,7 @@ def summary_markdown(runs: Sequence[Run], meta: dict[str, Any], published: dict)
         "| task | env steps | REPPO final | published PPO | target: >= PPO | published REPPO | of published REPPO |",
         "|---|---|---|---|---|---|---|",
     ]
+    dmc = dmc_rows(runs, published)
     for d in dmc:
         seeds = ", ".join(f"{v:.1f}" for v in d["seeds"])
         met = "-" if d["met"] is None else ("**met**" if d["met"] else "**missed**")
@@ -652,7 +660,12 @@ def summary_markdown(runs: Sequence[Run], meta: dict[str, Any], published: dict)
                      f"| {_num(d['reppo'], 1)} | {frac} |")  # fmt: skip
     if not dmc:
         lines.append("| (no DM Control run finished) | | | | | | |")
-    lines += ["", f"## {T1_TASK}", ""]
+    return lines
+
+
+def _t1_section(runs: Sequence[Run], published: dict) -> list[str]:
+    """T1's final return beside REPPO's published one, or why it has none."""
+    lines = ["", f"## {T1_TASK}", ""]
     t1 = [r for r in runs if r.unit.task == T1_TASK]
     for run in t1:
         if run.finals:
@@ -664,7 +677,12 @@ def summary_markdown(runs: Sequence[Run], meta: dict[str, Any], published: dict)
             lines.append(f"- {run.status}: {run.note}")
     if not t1:
         lines.append("- not planned")
-    lines += [
+    return lines
+
+
+def _throughput_section(runs: Sequence[Run]) -> list[str]:
+    """The table of :func:`throughput_rows` and REPPO's one-seed speed over Brax PPO's on each task both ran."""
+    lines = [
         "",
         "## Throughput on this device",
         "",
@@ -685,6 +703,17 @@ def summary_markdown(runs: Sequence[Run], meta: dict[str, Any], published: dict)
         if mine:
             lines += ["", f"REPPO / Brax PPO env steps/s on {p['task']}, one seed: "
                           f"{mine[0]['per_seed'] / p['per_seed']:.2f}"]  # fmt: skip
+    return lines
+
+
+def summary_markdown(runs: Sequence[Run], meta: dict[str, Any], published: dict) -> str:
+    """summary.md: what the kit ran on (``meta``), the runs, DM Control against the ``published`` final returns,
+    T1, the throughput, and the list of output files."""
+    lines = _meta_section(meta)
+    lines += _runs_section(runs)
+    lines += _dmc_section(runs, published)
+    lines += _t1_section(runs, published)
+    lines += _throughput_section(runs)
     lines += ["", "Files: " + ", ".join(f"`{f}`" for f in OUTPUT_FILES) + "."]
     return "\n".join(lines) + "\n"
 

@@ -401,94 +401,143 @@ def _estimate(e: Estimate) -> str:
     return f"{e[0]:.3f} [{e[1]:.3f}, {e[2]:.3f}]"
 
 
-def summary_markdown(s: Summary, command: str = "", recomputed_by: str = "") -> str:
-    """The summary as Markdown: final returns, time to 90%, cost per run, aggregates, targets, notes.
-    ``command``: the bench that wrote the results; ``recomputed_by``: the command that recomputed this summary."""
-    names = [METHOD_NAMES[m] for m in s.methods]
+def _row(cells: Sequence[str]) -> str:
+    """One row of a Markdown table."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(head: Sequence[str]) -> list[str]:
+    """The header row and separator of a Markdown table."""
+    return [_row(head), "|" + "---|" * len(head)]
+
+
+def _header_section(command: str, recomputed_by: str) -> list[str]:
     out = ["# Benchmark summary", ""]
     if command:
         out += [f"Command: `{command}`", ""]
     if recomputed_by:
         out += [f"Summary recomputed from its results.csv and runs.csv: `{recomputed_by}`", ""]
+    return out
+
+
+def _final_return_section(s: Summary) -> list[str]:
+    """Final return per task and method, and REPPO's published one where REPPO ran."""
     show_ref = "reppo" in s.methods
-    out += ["## Final deterministic eval return", "",
-            "Mean over seeds [95% bootstrap CI of the mean] (n seeds), at the env steps given below."
-            + (" Published: REPPO's published final return (mean over the paper's runs, 50M steps, GPU)." if show_ref
-               else ""), ""]  # fmt: skip
-    head = ["task", *names] + (["published REPPO"] if show_ref else [])
-    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out = ["## Final deterministic eval return", "",
+           "Mean over seeds [95% bootstrap CI of the mean] (n seeds), at the env steps given below."
+           + (" Published: REPPO's published final return (mean over the paper's runs, 50M steps, GPU)." if show_ref
+              else ""), ""]  # fmt: skip
+    out += _table(["task", *(METHOD_NAMES[m] for m in s.methods)] + (["published REPPO"] if show_ref else []))
     for task in s.tasks:
         cells = [task] + [_ret(s.stats[task, m]) for m in s.methods]
         if show_ref:
             ref = s.reference.get((task, "reppo"))
             cells.append(f"{ref.mean:.1f} ({ref.source}, {ref.n_runs} runs)" if ref else "n/a")
-        out.append("| " + " | ".join(cells) + " |")
-    out += ["", f"## Env steps and seconds to {THRESHOLD:.0%} of the best method's final mean return", ""]
-    head = ["task", f"{THRESHOLD:.0%} of best", *names]
-    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out.append(_row(cells))
+    return out
+
+
+def _to_threshold(st: MethodStats) -> str:
+    t = st.to_threshold
+    return "failed" if not st.n else "not reached" if t is None else f"{t[0]:,} steps / {t[1]:,.0f} s"
+
+
+def _threshold_section(s: Summary) -> list[str]:
+    """Env steps and seconds at which each method first reaches THRESHOLD x the best final mean return."""
+    out = ["", f"## Env steps and seconds to {THRESHOLD:.0%} of the best method's final mean return", ""]
+    out += _table(["task", f"{THRESHOLD:.0%} of best", *(METHOD_NAMES[m] for m in s.methods)])
     for task in s.tasks:
-        cells = [task, _num(THRESHOLD * s.best[task], 1)]
-        for m in s.methods:
-            st = s.stats[task, m]
-            t = st.to_threshold
-            cells.append("failed" if not st.n else "not reached" if t is None else f"{t[0]:,} steps / {t[1]:,.0f} s")
-        out.append("| " + " | ".join(cells) + " |")
-    out += ["", "## Return at equal training seconds", "",
-            "Mean over seeds of each seed's last evaluation within T training seconds (compile and evaluation "
-            "excluded), T the shortest mean final training time among the methods that trained on the task (a "
-            "method that stopped earlier is taken at its end). REPPO's seconds are those of its program, which "
-            "trains all its seeds at once; Brax trains one seed per process.", ""]  # fmt: skip
-    head = ["task", "T (s)", *names]
-    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        cells = [task, _num(THRESHOLD * s.best[task], 1)] + [_to_threshold(s.stats[task, m]) for m in s.methods]
+        out.append(_row(cells))
+    return out
+
+
+def _equal_time_section(s: Summary) -> list[str]:
+    out = ["", "## Return at equal training seconds", "",
+           "Mean over seeds of each seed's last evaluation within T training seconds (compile and evaluation "
+           "excluded), T the shortest mean final training time among the methods that trained on the task (a "
+           "method that stopped earlier is taken at its end). REPPO's seconds are those of its program, which "
+           "trains all its seeds at once; Brax trains one seed per process.", ""]  # fmt: skip
+    out += _table(["task", "T (s)", *(METHOD_NAMES[m] for m in s.methods)])
     for task in s.tasks:
         seconds, returns = s.equal_time.get(task, (math.nan, {}))
         cells = [task, _num(seconds)] + [_num(returns.get(m, math.nan), 1) if m in returns else "failed"
                                          for m in s.methods]  # fmt: skip
-        out.append("| " + " | ".join(cells) + " |")
-    out += ["", "## Cost per task and method", "",
-            "Env steps and training seconds (compile excluded) at the last evaluation, mean over seeds; compile "
-            "seconds summed over the method's processes; peak host RSS (and device peak on a GPU) of its largest "
-            "process (REPPO: all seeds in one process; Brax: one seed per process).", ""]  # fmt: skip
-    head = ["task", "method", "env steps", "train s", "compile s", "peak RSS GiB", "device peak GiB", "runs"]
-    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for task in s.tasks:
-        for m in s.methods:
-            st = s.stats[task, m]
-            compile_s = sum(f.compile_s for f in st.runs if f.compile_s is not None) if st.runs else None
-            rss = max((f.peak_rss_mb for f in st.runs), default=None)
-            dev = [f.device_peak_mb for f in st.runs if f.device_peak_mb is not None]
-            failed = sum(f.status != "ok" for f in st.runs)
-            out.append("| " + " | ".join([
-                task, METHOD_NAMES[m], f"{st.env_steps:,}" if st.n else "-", _num(st.wall_s), _num(compile_s),
-                _num(None if rss is None else rss / 1024, 2), _num(max(dev) / 1024 if dev else None, 2),
-                f"{len(st.runs) - failed} ok" + (f", {failed} failed" if failed else ""),
-            ]) + " |")  # fmt: skip
+        out.append(_row(cells))
+    return out
+
+
+def _cost_row(task: str, method: str, st: MethodStats) -> str:
+    """Env steps, seconds, memory and run count of one method on one task."""
+    compile_s = sum(f.compile_s for f in st.runs if f.compile_s is not None) if st.runs else None
+    rss = max((f.peak_rss_mb for f in st.runs), default=None)
+    dev = [f.device_peak_mb for f in st.runs if f.device_peak_mb is not None]
+    failed = sum(f.status != "ok" for f in st.runs)
+    return _row([
+        task, METHOD_NAMES[method], f"{st.env_steps:,}" if st.n else "-", _num(st.wall_s), _num(compile_s),
+        _num(None if rss is None else rss / 1024, 2), _num(max(dev) / 1024 if dev else None, 2),
+        f"{len(st.runs) - failed} ok" + (f", {failed} failed" if failed else ""),
+    ])  # fmt: skip
+
+
+def _cost_section(s: Summary) -> list[str]:
+    out = ["", "## Cost per task and method", "",
+           "Env steps and training seconds (compile excluded) at the last evaluation, mean over seeds; compile "
+           "seconds summed over the method's processes; peak host RSS (and device peak on a GPU) of its largest "
+           "process (REPPO: all seeds in one process; Brax: one seed per process).", ""]  # fmt: skip
+    out += _table(["task", "method", "env steps", "train s", "compile s", "peak RSS GiB", "device peak GiB", "runs"])
+    out += [_cost_row(task, m, s.stats[task, m]) for task in s.tasks for m in s.methods]
+    return out
+
+
+def _aggregate_section(s: Summary) -> list[str]:
+    """rliable's aggregates per method and, where REPPO and a peer have scores, REPPO's probability of improvement."""
     scales = ", ".join(f"/ {scale:g} ({family})" for family, scale in RETURN_SCALES.items())
-    out += ["", "## Aggregates over tasks and seeds (rliable)", "",
-            f"Normalised score: final return {scales}. Point estimate [95% stratified-bootstrap interval] of "
-            "rliable's `aggregate_iqm`, `aggregate_median` (of the task means), `aggregate_mean` and "
-            "`aggregate_optimality_gap` (1 - mean of min(score, 1); lower is better) over the seeds that have a "
-            f"final return on every task; {s.reps:,} resamples of the seeds within each task, numpy seed {s.seed}.",
-            ""]  # fmt: skip
-    out += ["| method | seeds x tasks | " + " | ".join(AGGREGATES) + " |", "|" + "---|" * (len(AGGREGATES) + 2)]
+    out = ["", "## Aggregates over tasks and seeds (rliable)", "",
+           f"Normalised score: final return {scales}. Point estimate [95% stratified-bootstrap interval] of "
+           "rliable's `aggregate_iqm`, `aggregate_median` (of the task means), `aggregate_mean` and "
+           "`aggregate_optimality_gap` (1 - mean of min(score, 1); lower is better) over the seeds that have a "
+           f"final return on every task; {s.reps:,} resamples of the seeds within each task, numpy seed {s.seed}.",
+           ""]  # fmt: skip
+    out += _table(["method", "seeds x tasks", *AGGREGATES])
     for m in s.methods:
         if m in s.aggregates:
             cells = [f"{len(s.scores[m])} x {len(s.tasks)}"] + [_estimate(s.aggregates[m][a]) for a in AGGREGATES]
         else:
             cells = ["0"] + ["no seed with a final return on every task"] * len(AGGREGATES)
-        out.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
+        out.append(_row([METHOD_NAMES[m], *cells]))
     if s.improvement:
         out += ["", "Probability of improvement: the probability that a REPPO run scores above a peer's run on the "
                 "same task, averaged over tasks (rliable's `probability_of_improvement`), [95% interval] with the "
                 "runs of each method resampled within each task.", "",
                 "| REPPO over | probability of improvement |", "|---|---|"]  # fmt: skip
         out += [f"| {METHOD_NAMES[m]} | {_estimate(e)} |" for m, e in s.improvement.items()]
+    return out
+
+
+def _targets_and_notes_section(s: Summary) -> list[str]:
+    """The targets' outcomes and the runs' notes (nothing where there are none)."""
+    out = []
     if s.targets:
         out += ["", "## Targets", ""] + [f"- {name}: **{outcome}**" for name, outcome in s.targets]
     notes = sorted({(f.task, METHOD_NAMES[f.method], f.seeds, f.note) for st in s.stats.values() for f in st.runs
                     if f.note})  # fmt: skip
     if notes:
         out += ["", "## Notes", ""] + [f"- {task} {name} seed {seeds}: {note}" for task, name, seeds, note in notes]
+    return out
+
+
+def summary_markdown(s: Summary, command: str = "", recomputed_by: str = "") -> str:
+    """The summary as Markdown: final returns, time to 90%, return at equal time, cost per run, aggregates, targets,
+    notes. ``command``: the bench that wrote the results; ``recomputed_by``: the command that recomputed this
+    summary."""
+    out = _header_section(command, recomputed_by)
+    out += _final_return_section(s)
+    out += _threshold_section(s)
+    out += _equal_time_section(s)
+    out += _cost_section(s)
+    out += _aggregate_section(s)
+    out += _targets_and_notes_section(s)
     return "\n".join(out) + "\n"
 
 

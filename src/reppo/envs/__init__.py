@@ -187,6 +187,20 @@ def task_defaults(env_id: str) -> TaskDefaults:
     return TaskDefaults(gamma, v_min, v_max, asymmetric=asym, episode_length=ep, critic_width=width)
 
 
+def _load_single(env_id: str, impl: str, config_overrides: dict[str, Any] | None) -> tuple[Any, Any]:
+    """One (unbatched) env of ``env_id`` and its task config: the toy env, or a MuJoCo Playground task (its id
+    checked first: UnknownEnvError)."""
+    if env_id == TOY_ENV_ID:
+        from reppo.envs.toy import ToyAsymmetric
+
+        env = ToyAsymmetric(config_overrides=config_overrides)
+        return env, env._config
+    _check_id(env_id)
+    from reppo.envs.playground import load_playground
+
+    return load_playground(env_id, impl, config_overrides)
+
+
 def make_env(
     env_id: str,
     num_envs: int,
@@ -226,16 +240,7 @@ def make_env(
         from reppo.envs import families
 
         return families.make(env_id, num_envs, episode_length=episode_length, randomize_steps=randomize_steps)
-    if env_id == TOY_ENV_ID:
-        from reppo.envs.toy import ToyAsymmetric
-
-        env = ToyAsymmetric(config_overrides=config_overrides)
-        cfg = env._config
-    else:
-        _check_id(env_id)
-        from reppo.envs.playground import load_playground
-
-        env, cfg = load_playground(env_id, impl, config_overrides)
+    env, cfg = _load_single(env_id, impl, config_overrides)
     action_repeat = int(cfg.get("action_repeat", 1) or 1)
     if episode_length is None:
         episode_length = _agent_steps(cfg["episode_length"], action_repeat)
