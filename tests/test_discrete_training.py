@@ -95,3 +95,32 @@ def test_host_path_discrete_run_evaluates_and_records_a_video(tmp_path):
         assert 1 <= row["eval/episode_length"] <= 500 and row["eval/episode_return"] == row["eval/episode_length"]
     assert main(["video", str(tmp_path / "host"), "--out", str(tmp_path / "v.mp4"), "--max-steps", "4"]) == 0
     assert (tmp_path / "v.mp4").stat().st_size > 0
+
+
+def test_atari_frames_train_on_the_host_path():
+    """EnvPool Breakout-v5 (4 x 84 x 84 frames, flattened for the MLP): two host-path iterations update the actor,
+    with finite losses and a near-uniform initial policy over the 4 actions."""
+    pytest.importorskip("envpool")
+    from reppo import parallel
+    from reppo.config import resolve
+    from reppo.envs import make_env
+    from reppo.rollout import make_rollout
+
+    config = resolve(Config(env="envpool:Breakout-v5", num_envs=4, num_steps=4, num_minibatches=2, num_epochs=1,
+                            critic_width=16, actor_width=16, actor_depth=1, eval_envs=1))  # fmt: skip
+    rollout = make_rollout(config, make_env(config.env, 4))
+    mesh = parallel.make_mesh(1)
+    start = parallel.to_host(rollout.start(jax.random.PRNGKey(0)[None]))
+    shardings = parallel.state_shardings(start, mesh, rollout.env.num_envs)
+    iterate, _ = rollout.compile(parallel.put(start, shardings), shardings, mesh)
+    state = parallel.put(start, shardings)
+    for _ in range(2):
+        state, metrics = iterate(state)
+        assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
+        assert float(np.asarray(metrics["train/policy_max_prob"] if "train/policy_max_prob" in metrics
+                                else metrics["policy_max_prob"]).max()) < 0.5  # fmt: skip
+    before, after = (
+        jax.tree.leaves(start.learner.actor_params),
+        jax.tree.leaves(parallel.to_host(state).learner.actor_params),
+    )
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))

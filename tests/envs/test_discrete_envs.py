@@ -97,3 +97,26 @@ def test_gymnasium_cartpole_on_the_host_path_matches_gymnasium():
         if result.terminated.any():
             break
     assert result.terminated.any()
+
+
+def test_envpool_atari_trains_on_lives_and_clipped_rewards_and_evaluates_whole_games():
+    """Breakout-v5: 4 actions, 4 x 84 x 84 frames flattened. The training pool ends an episode at each lost life
+    and clips rewards; the evaluation pool plays whole games (5 lives) with game scores. Same seeds and random
+    actions: the training pool reports several times more episode ends."""
+    pytest.importorskip("envpool")
+    train_env, eval_env = make_env("envpool:Breakout-v5", 2), make_env("envpool:Breakout-v5", 2, randomize_steps=False)
+    assert (train_env.num_actions, train_env.action_size, train_env.obs_size) == (4, 1, 4 * 84 * 84)
+    assert (train_env.env.config["episodic_life"], train_env.env.config["reward_clip"]) == (True, True)
+    key, rng, ends = jax.random.PRNGKey(0), np.random.default_rng(0), []
+    for env in (train_env, eval_env):
+        env.reset(key)
+        eval_pool = env is eval_env
+        assert (env.env.config["episodic_life"], env.env.config["reward_clip"]) == (not eval_pool, not eval_pool)
+        count = 0
+        for _ in range(600):
+            _, _, result = env.step(rng.integers(0, 4, 2).astype(np.int32))
+            count += int(result.terminated.sum())
+        ends.append(count)
+    assert ends[0] >= 2 * max(ends[1], 1), ends
+    d = task_defaults("envpool:Breakout-v5")
+    assert (d.gamma, d.v_min, d.v_max, d.episode_length) == (0.99, -10.0, 10.0, 27000)

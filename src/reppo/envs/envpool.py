@@ -7,6 +7,11 @@ ignoring its action), so :class:`reppo.envs.gymnasium.GymnasiumVecEnv` resets th
 pending reset. Seeds are fixed when a pool is built (``reset(seed=...)`` is ignored), so :class:`EnvPoolVecEnv`
 rebuilds the pool at its first reset with a seed drawn from the run's key. EnvPool's ports of MuJoCo Playground
 tasks (``T1JoystickFlatTerrain-v1``, ...) return Playground's dict observation, ``state`` and ``privileged_state``.
+
+Atari games (``Breakout-v5``, ``Pong-v5``, ...: discrete actions, docs/discrete.md) come with EnvPool's standard
+wrappers (no-op starts, frame skip 4, 84 x 84 grey frames, a stack of 4, fire on reset). Training pools add the
+usual training-only ones, a life loss ends the episode (``episodic_life``) and rewards are clipped to their sign
+(``reward_clip``); evaluation pools have neither, so evaluation returns are game scores.
 """
 
 from __future__ import annotations
@@ -30,12 +35,21 @@ def _check(name: str) -> None:
         raise UnknownEnvError(f"unknown EnvPool env {name!r}{hint}")
 
 
+def is_atari(name: str) -> bool:
+    """An EnvPool Atari game (its config has ``episodic_life``)."""
+    import envpool
+
+    return "episodic_life" in envpool.make_spec(name).config._fields
+
+
 class EnvPoolVecEnv(GymnasiumVecEnv):
     """A pool of ``num_envs`` EnvPool envs; the pool is rebuilt with a seed from the key at the first reset (at
-    every reset with ``reseed``)."""
+    every reset with ``reseed``, which marks an evaluation pool)."""
 
     def __init__(self, name: str, num_envs: int, episode_length: int | None = None, reseed: bool = False):
         self.task, self.make_kwargs = name, {"max_episode_steps": episode_length} if episode_length else {}
+        if is_atari(name):  # training-only Atari wrappers (module doc); evaluation scores the whole game
+            self.make_kwargs.update(episodic_life=not reseed, reward_clip=not reseed)
         super().__init__(self._pool(num_envs, 0), episode_length, seed_on_reset=False, reseed=reseed,
                          name=f"envpool:{name}")  # fmt: skip
 
@@ -58,7 +72,9 @@ def make_envpool(name: str, num_envs: int, episode_length: int | None = None, re
 
 def defaults(name: str):
     """Task presets of an EnvPool id: a Playground port takes Playground's, a MuJoCo Gymnasium task Brax's (as
-    ``gymnasium:`` does), others gamma 0.99 and [-100, 100] (:mod:`reppo.envs.families`)."""
+    ``gymnasium:`` does), an Atari game the authors' (gamma 0.99, values [-10, 10] for clipped rewards:
+    ``config/env/atari.yaml`` of their ``dev`` branch), others gamma 0.99 and [-100, 100]
+    (:mod:`reppo.envs.families`)."""
     import envpool
 
     from reppo.envs import TaskDefaults, available_envs, task_defaults
@@ -71,4 +87,6 @@ def defaults(name: str):
         return task_defaults(playground)
     if _mujoco_task(name):
         return _brax_like(name, steps)
+    if is_atari(name):
+        return TaskDefaults(0.99, -10.0, 10.0, False, steps)
     return TaskDefaults(0.99, -100.0, 100.0, False, steps)
