@@ -117,8 +117,7 @@ def test_atari_frames_train_on_the_host_path():
     for _ in range(2):
         state, metrics = iterate(state)
         assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
-        assert float(np.asarray(metrics["train/policy_max_prob"] if "train/policy_max_prob" in metrics
-                                else metrics["policy_max_prob"]).max()) < 0.5  # fmt: skip
+        assert float(np.max(metrics["policy_max_prob"])) < 0.5  # near uniform over 4 actions
     before, after = (
         jax.tree.leaves(start.learner.actor_params),
         jax.tree.leaves(parallel.to_host(state).learner.actor_params),
