@@ -103,7 +103,12 @@ def _iterations(rollout, keys, n: int, mesh):
 
 
 @pytest.mark.parametrize(
-    ("env_id", "num_seeds"), [("ToyAsymmetric", 1), ("CartpoleBalance", 2), ("gymnax:CartPole-v1", 2)]
+    ("env_id", "num_seeds"),
+    [
+        ("ToyAsymmetric", 1),
+        ("gymnax:CartPole-v1", 2),
+        pytest.param("CartpoleBalance", 2, marks=pytest.mark.slow),  # MJX compiles for about a minute
+    ],
 )
 def test_host_path_trains_the_fused_run(env_id, num_seeds):
     """A JAX env stepped from Python (jitted act per step, then one jitted learn) gives the fused program's run
