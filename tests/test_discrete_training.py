@@ -97,6 +97,7 @@ def test_host_path_discrete_run_evaluates_and_records_a_video(tmp_path):
     assert (tmp_path / "v.mp4").stat().st_size > 0
 
 
+@pytest.mark.slow  # builds EnvPool Atari pools and compiles a learner on 28,224-wide inputs: about 30 s
 def test_atari_frames_train_on_the_host_path():
     """EnvPool Breakout-v5 (4 x 84 x 84 frames, flattened for the MLP): two host-path iterations update the actor,
     with finite losses and a near-uniform initial policy over the 4 actions."""
