@@ -124,3 +124,20 @@ def test_atari_frames_train_on_the_host_path():
         jax.tree.leaves(parallel.to_host(state).learner.actor_params),
     )
     assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_continuous_only_settings_on_a_discrete_env_are_one_line(tmp_path, capsys):
+    """A tanh-Gaussian setting the user changed has no effect with discrete actions: a one-line error (exit 2 from
+    the CLI) before any file is written; the presets' own values (paper-small's 64 value samples) are accepted."""
+    pytest.importorskip("gymnax")
+    from reppo.config import ConfigError, check_action_space, preset_config
+
+    with pytest.raises(ConfigError, match=r"^num_kl_samples=8: 'gymnax:CartPole-v1' has 2 discrete actions"):
+        train(Config(env="gymnax:CartPole-v1", num_kl_samples=8, **SMALL), run_dir=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    args = ["train", "--env", "gymnax:CartPole-v1", "--min-std", "0.1", "--run-dir", str(tmp_path / "cli")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "min_std=0.1" in err and "continuous actions only" in err
+    check_action_space(preset_config("paper-small", env="gymnax:CartPole-v1"), 2)
+    check_action_space(Config(env="gymnax:Pendulum-v1", num_kl_samples=8), 0)

@@ -179,6 +179,24 @@ def preset_config(name: str, **overrides) -> Config:
     return Config(preset=name, **{**PRESETS[name], **overrides})
 
 
+CONTINUOUS_ONLY = ("min_std", "init_std", "num_kl_samples", "num_value_samples")
+"""Fields of the tanh-Gaussian policy; with discrete actions every expectation is an exact sum (docs/discrete.md)."""
+
+
+def check_action_space(c: Config, num_actions: int) -> None:
+    """On an env with ``num_actions`` > 0 discrete actions, a continuous-only field that differs from its preset's
+    value was set by the user and would have no effect: a one-line ConfigError, raised before anything is written."""
+    if not num_actions:
+        return
+    preset = preset_config(c.preset) if c.preset in PRESETS else Config()
+    changed = [f"{f}={getattr(c, f)!r}" for f in CONTINUOUS_ONLY if getattr(c, f) != getattr(preset, f)]
+    if changed:
+        raise ConfigError(
+            f"{', '.join(changed)}: {c.env!r} has {num_actions} discrete actions, and these settings apply to "
+            f"continuous actions only; allowed: leave {', '.join(CONTINUOUS_ONLY)} unset"
+        )
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)

@@ -32,7 +32,7 @@ import yaml
 
 from reppo import parallel
 from reppo.checkpoint import CHECKPOINT_DIR, MAX_TO_KEEP, Checkpointer
-from reppo.config import CONFIG_FILE, Config, ConfigError, load_config, resolve
+from reppo.config import CONFIG_FILE, Config, ConfigError, check_action_space, load_config, resolve
 from reppo.envs.build import build_envs, is_host, label
 from reppo.evaluate import make_evaluate
 from reppo.files import write_atomic
@@ -216,6 +216,7 @@ class _Run:
         self.primary = parallel.is_primary()  # only process 0 writes files and prints
         self.echo = echo if self.primary else (lambda _: None)
         self.env, self.eval_env = build_envs(config, env, eval_env)
+        check_action_space(config, int(getattr(self.env, "num_actions", 0) or 0))
         parallel.check_divisible(self.env.num_envs, self.mesh)
         if self.primary:
             _check_writable(run_dir)
