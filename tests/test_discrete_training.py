@@ -4,9 +4,6 @@ implementation of the forward pass), greedy evaluation, and the CLI commands tha
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import jax
 import numpy as np
 import pytest
@@ -14,6 +11,7 @@ import pytest
 from reppo import Config, load, resume, train
 from reppo.cli import main
 from reppo.evaluate import evaluate_policy
+from reppo.logging import read_metrics
 from reppo.nets import DiscreteActor
 
 B = 8 * 8
@@ -21,11 +19,6 @@ SMALL = dict(
     num_envs=8, num_steps=8, num_minibatches=2, num_epochs=2, critic_width=16, actor_width=16, actor_depth=2,
     eval_every=B * 2, eval_envs=2, progress=False, checkpoint_every=2, num_seeds=2,
 )  # fmt: skip
-
-
-def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def test_discrete_run_resumes_bit_for_bit_and_logs_the_categorical_metrics(run):
     base, resumed, whole = run
     for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(whole.state), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    rows = _rows(base / "whole")
+    rows = read_metrics(base / "whole" / "metrics.csv")
     assert [(r["env_steps"], r["seed"]) for r in rows] == [(str(B * 2), "1"), (str(B * 2), "2"), (str(B * 4), "1"),
                                                           (str(B * 4), "2")]  # fmt: skip
     assert "train/policy_max_prob" in rows[0] and "train/policy_std" not in rows[0]

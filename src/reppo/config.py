@@ -188,7 +188,7 @@ def check_action_space(c: Config, num_actions: int) -> None:
     value was set by the user and would have no effect: a one-line ConfigError, raised before anything is written."""
     if not num_actions:
         return
-    preset = preset_config(c.preset) if c.preset in PRESETS else Config()
+    preset = preset_config(c.preset)  # validate() has checked the name
     changed = [f"{f}={getattr(c, f)!r}" for f in CONTINUOUS_ONLY if getattr(c, f) != getattr(preset, f)]
     if changed:
         raise ConfigError(
