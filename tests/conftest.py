@@ -23,8 +23,8 @@ def compilation_cache(tmp_path_factory):
 # a time, finish together instead of one waiting on a long file started last. Seconds per file with two workers
 # on a 2-core CPU: test_training 436, algo/test_learner + test_rollout 152, test_cli 131, test_health 119,
 # test_files 72, test_config 64, envs/test_playground 59; all 1,238. envs/test_robots took 28-54 s alone on a
-# loaded machine. In the slow suite, learning/test_dm_control_learn.py (about 11 minutes, both cases on one worker)
-# goes first for the same reason; the default suite deselects it.
+# loaded machine. In the slow suite, learning/test_dm_control_learn.py (both cases on one worker: 11 minutes alone,
+# 19 beside the other worker in CI) goes first for the same reason; the default suite deselects it.
 LONGEST_FIRST = (
     "learning/test_dm_control_learn.py", "test_training.py", "test_rollout.py", "algo/test_learner.py", "test_cli.py",
     "test_health.py", "test_files.py", "test_config.py", "envs/test_playground.py", "envs/test_robots.py",
