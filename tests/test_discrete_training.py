@@ -5,6 +5,7 @@ implementation of the forward pass), greedy evaluation, and the CLI commands tha
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -90,10 +91,36 @@ def test_host_path_discrete_run_evaluates_and_records_a_video(tmp_path):
     assert (tmp_path / "v.mp4").stat().st_size > 0
 
 
+def test_minatar_grids_train_through_a_cnn_that_the_checkpoint_rebuilds(tmp_path):
+    """gymnax Breakout-MinAtar (10 x 10 x 4 grids): the default encoder="auto" gives actor and critic a
+    ConvEncoder, the checkpoint records the image layout and ``load`` rebuilds that actor, whose logits equal the
+    trained actor's on fresh observations; encoder="mlp" keeps the flattened grid."""
+    pytest.importorskip("gymnax")
+    from reppo.algo.learner import Spaces
+    from reppo.envs import make_env
+    from reppo.envs.spaces import Image
+    from reppo.normalization import normalize
+
+    env = make_env("gymnax:Breakout-MinAtar", 2)
+    assert (Spaces.of(env).image, Spaces.of(env, "cnn").image, Spaces.of(env, "mlp").image) == (
+        Image(10, 10, 4),
+    ) * 2 + (None,)
+    result = train(Config(env="gymnax:Breakout-MinAtar", total_steps=B * 2, **SMALL), run_dir=tmp_path / "run")
+    actor_params = jax.tree.map(lambda x: x[1], result.state.learner.actor_params)
+    assert "ConvEncoder_0" in actor_params["params"] and "conv" in result.state.learner.critic_params["params"]
+    policy = load(tmp_path / "run", seed_index=1)
+    assert policy.actor.image == Image(10, 10, 4)
+    obs = (np.random.default_rng().random((16, 400)) < 0.1).astype(np.float32)
+    x = normalize(jnp.asarray(obs), policy.obs_mean, policy.obs_var)
+    np.testing.assert_allclose(np.asarray(policy.distribution(obs)), np.asarray(policy.actor.apply(actor_params, x)),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    assert all(np.isfinite(e["eval/episode_return"]) for e in result.evaluations)
+
+
 @pytest.mark.slow  # builds EnvPool Atari pools and compiles a learner on 28,224-wide inputs: about 30 s
 def test_atari_frames_train_on_the_host_path():
-    """EnvPool Breakout-v5 (4 x 84 x 84 frames, flattened for the MLP): two host-path iterations update the actor,
-    with finite losses and a near-uniform initial policy over the 4 actions."""
+    """EnvPool Breakout-v5 (4 x 84 x 84 frames, read by the Nature CNN of ``--encoder auto``): two host-path
+    iterations update the actor, with finite losses and a near-uniform initial policy over the 4 actions."""
     pytest.importorskip("envpool")
     from reppo import parallel
     from reppo.config import resolve
@@ -117,6 +144,7 @@ def test_atari_frames_train_on_the_host_path():
         jax.tree.leaves(parallel.to_host(state).learner.actor_params),
     )
     assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert "ConvEncoder_0" in start.learner.actor_params["params"]
 
 
 def test_continuous_only_settings_on_a_discrete_env_are_one_line(tmp_path, capsys):

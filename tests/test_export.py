@@ -14,6 +14,7 @@ import pytest
 
 import reppo
 from reppo.algo.distributions import ACTION_EPS
+from reppo.envs.spaces import Image
 from reppo.export import EXPORT_FORMATS, export_onnx, export_policy
 from reppo.nets import Actor, DiscreteActor
 from reppo.policy import Policy
@@ -283,3 +284,86 @@ def test_discrete_onnx_matches_policy(obs_size, num_actions, width, depth, tmp_p
     np.testing.assert_array_equal(action[clear], policy(obs)[clear])
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert (props["num_actions"], props["action_size"], props["obs_size"]) == (str(num_actions), "1", str(obs_size))
+
+
+# A MinAtar-like image (channels-last, the one-conv CNN) and a small channels-first one that takes the three-conv
+# (Atari) path: 36 x 36 -> 8 x 8 -> 3 x 3 -> 1 x 1.
+IMAGES = [Image(10, 10, 4), Image(36, 36, 2, channels_first=True)]
+IMAGE_IDS = ["minatar_hwc", "large_chw"]
+
+
+def image_policy(actor: Actor | DiscreteActor, rng: np.random.Generator) -> Policy:
+    """``actor`` with fresh noisy params and random observation statistics."""
+    img = actor.image
+    obs_size = img.height * img.width * img.channels
+    params = actor.init(jax.random.key(int(rng.integers(1 << 30))), jnp.zeros((1, obs_size)))
+    params = jax.tree.map(lambda x: x + jnp.asarray(rng.normal(0.0, 0.5, x.shape), jnp.float32), params)
+    obs_mean = rng.normal(0.0, 1.0, obs_size).astype(np.float32)
+    obs_var = np.exp(rng.normal(0.0, 1.0, obs_size)).astype(np.float32)
+    return Policy(actor, params, obs_mean, obs_var, env="minatar:Test")
+
+
+def image_observations(policy: Policy, rng: np.random.Generator) -> np.ndarray:
+    z = rng.normal(0.0, 2.0, (B, policy.obs_size))
+    return (policy.obs_mean + z * np.sqrt(policy.obs_var)).astype(np.float32)
+
+
+def assert_image_metadata(policy: Policy, path) -> None:
+    model = onnx.load(str(path))
+    img = policy.actor.image
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["obs_image"] == f"{img.height}x{img.width}x{img.channels}"
+    assert props["obs_image_layout"] == ("CHW" if img.channels_first else "HWC")
+    assert sum(node.op_type == "Conv" for node in model.graph.node) == (1 if img.height < 36 else 3)
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
+def test_discrete_image_onnx_matches_policy(image, tmp_path):
+    """A DiscreteActor with a ConvEncoder exports its CNN: logits and argmax equal the policy's on fresh random
+    params and observations (rows whose two best logits are within rounding of each other excepted)."""
+    rng = np.random.default_rng()
+    policy = image_policy(DiscreteActor(5, 32, 2, image=image), rng)
+    path = export_onnx(policy, tmp_path / "d.onnx")
+    obs = image_observations(policy, rng)
+    action, logits = ort.InferenceSession(str(path)).run(["action", "logits"], {"obs": obs})
+    expected = np.asarray(policy.distribution(obs))
+    assert logits.shape == (B, 5) and action.shape == (B,) and action.dtype == np.int64
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-4
+    np.testing.assert_array_equal(action[clear], policy(obs)[clear])
+    assert_image_metadata(policy, path)
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
+def test_image_onnx_matches_policy(image, tmp_path):
+    """An Actor with a ConvEncoder: mean, std and the deterministic action equal the policy's."""
+    rng = np.random.default_rng()
+    policy = image_policy(Actor(3, 32, 1, min_std=0.05, image=image), rng)
+    path = export_onnx(policy, tmp_path / "c.onnx")
+    obs = image_observations(policy, rng)
+    out = run_onnx(path, obs)
+    mean, std = (np.asarray(x) for x in policy.distribution(obs))
+    for name, expected in (("mean", mean), ("std", std), ("action", policy(obs))):
+        assert out[name].dtype == np.float32 and out[name].shape == (B, 3), name
+        np.testing.assert_allclose(out[name], expected, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert_image_metadata(policy, path)
+
+
+def test_image_params_that_do_not_fit_the_actor(tmp_path):
+    """The conv subtree is part of the strict check: a missing conv leaf, or a conv layer the image's CNN does not
+    have, is rejected by name."""
+    rng = np.random.default_rng()
+    policy = image_policy(DiscreteActor(3, 8, 1, image=IMAGES[0]), rng)
+    params = jax.tree.map(lambda x: x, policy.params)  # a copy to edit
+    del params["params"]["ConvEncoder_0"]["Conv_0"]["bias"]
+    with pytest.raises(ValueError, match=r"missing \['ConvEncoder_0/Conv_0/bias'\], unexpected \[\]"):
+        export_onnx(Policy(policy.actor, params, policy.obs_mean, policy.obs_var), tmp_path / "p.onnx")
+    params = jax.tree.map(lambda x: x, policy.params)
+    params["params"]["ConvEncoder_0"]["Conv_1"] = params["params"]["ConvEncoder_0"]["Conv_0"]
+    with pytest.raises(ValueError, match=r"missing \[\], unexpected \['ConvEncoder_0/Conv_1/bias'"):
+        export_onnx(Policy(policy.actor, params, policy.obs_mean, policy.obs_var), tmp_path / "p.onnx")
+    without_image = Policy(policy.actor.clone(image=None), policy.params, policy.obs_mean, policy.obs_var)
+    with pytest.raises(ValueError, match="unexpected .*ConvEncoder_0/Conv_0/kernel"):
+        export_onnx(without_image, tmp_path / "p.onnx")
+    assert list(tmp_path.iterdir()) == []

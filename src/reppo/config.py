@@ -82,6 +82,10 @@ class Config:
     critic_width: int | None = None
     """Hidden width of the critic; None takes the task preset (1024 on the G1/T1 humanoid joystick tasks, as in
     the paper), else the preset's width (128 cpu, 512 paper presets)."""
+    encoder: Literal["auto", "mlp", "cnn"] = "auto"
+    """How the networks read an image observation (a 3-D Box: MinAtar grids, stacked Atari frames): "cnn", a
+    convolutional encoder per network (nets.ConvEncoder); "mlp", the flattened pixels; "auto", cnn for an image
+    and mlp for anything else."""
     critic_depth: int = 2
     """Normalised blocks in the critic encoder (each head adds one more)."""
     actor_width: int = 128
@@ -194,6 +198,15 @@ def check_action_space(c: Config, num_actions: int) -> None:
         raise ConfigError(
             f"{', '.join(changed)}: {c.env!r} has {num_actions} discrete actions, and these settings apply to "
             f"continuous actions only; allowed: leave {', '.join(CONTINUOUS_ONLY)} unset"
+        )
+
+
+def check_encoder(c: Config, image: Any) -> None:
+    """``encoder="cnn"`` on an env whose observation is not an image (``image`` None): a one-line ConfigError."""
+    if c.encoder == "cnn" and image is None:
+        raise ConfigError(
+            f"encoder='cnn': {c.env!r} has no image observation (a 3-D Box, seen by actor and critic alike); "
+            "allowed: 'auto' or 'mlp'"
         )
 
 

@@ -6,8 +6,10 @@ The ONNX graph is built by hand from the flax parameters and computes exactly wh
 ``Dense -> LayerNorm -> SiLU`` (nets.Block), the mean and log-std heads with ``std = exp(min(log_std,
 log_std_max)) + min_std`` (nets.Actor), and the deterministic action ``clip(tanh(mean), -1 + 1e-5, 1 - 1e-5)``
 (Policy.__call__ with deterministic=True). A discrete policy (nets.DiscreteActor) has one head, the logits of
-pi(.|x), and the deterministic action argmax (int64). ``onnx`` is imported only when an export runs
-(``pip install "reppo[export]"``).
+pi(.|x), and the deterministic action argmax (int64). An actor with an image observation (``image`` set) first
+gets its CNN (nets.ConvEncoder): the normalised observation reshaped to the env's layout, each ``Conv -> LayerNorm
+over the channels -> ReLU``, the maps flattened in (H, W, C) order and one block. ``onnx`` is imported only when
+an export runs (``pip install "reppo[export]"``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from reppo.files import write_atomic
 
 if TYPE_CHECKING:
+    from reppo.envs.spaces import Image
     from reppo.policy import Policy
 
 EXPORT_FORMATS = ("onnx",)
@@ -33,6 +36,11 @@ LAYER_NORM_EPS = 1e-6
 
 INSTALL_HINT = 'pip install "reppo[export]"'
 
+CONV_ENCODER = "ConvEncoder_0"
+"""The params subtree of an image actor's nets.ConvEncoder."""
+
+NHWC_TO_NCHW, NCHW_TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
+
 
 def export_policy(policy: Policy, path: str | Path, format: str = "onnx") -> Path:
     """Write ``policy`` to ``path`` in ``format`` (one of ``EXPORT_FORMATS``); returns the path written."""
@@ -44,10 +52,12 @@ def export_policy(policy: Policy, path: str | Path, format: str = "onnx") -> Pat
 def export_onnx(policy: Policy, path: str | Path, opset: int = 17) -> Path:
     """Write ``policy`` as an ONNX model to ``path`` (atomically) and return the path.
 
-    Input ``obs``: float32 ``(batch, obs_size)`` raw observations. Outputs, each float32 ``(batch, action_size)``:
-    ``action`` (deterministic, ``clip(tanh(mean), -1 + 1e-5, 1 - 1e-5)``), and ``mean`` and ``std`` of the
-    pre-tanh Gaussian (a stochastic action is ``tanh(mean + std * normal)``, clipped the same way). A discrete
-    policy: ``action`` int64 ``(batch,)``, the argmax of ``logits`` float32 ``(batch, num_actions)``.
+    Input ``obs``: float32 ``(batch, obs_size)`` raw observations; an image actor's are its images flattened in the
+    env's layout (H x W x C, or C x H x W when channels-first), and the graph includes its CNN. Outputs, each
+    float32 ``(batch, action_size)``: ``action`` (deterministic, ``clip(tanh(mean), -1 + 1e-5, 1 - 1e-5)``), and
+    ``mean`` and ``std`` of the pre-tanh Gaussian (a stochastic action is ``tanh(mean + std * normal)``, clipped the
+    same way). A discrete policy: ``action`` int64 ``(batch,)``, the argmax of ``logits`` float32
+    ``(batch, num_actions)``.
     """
     onnx = _import_onnx()
     max_opset = onnx.defs.onnx_opset_version()
@@ -87,20 +97,39 @@ def _actor_weights(policy: Policy) -> dict[str, np.ndarray]:
         else:
             found[prefix] = np.asarray(node, np.float32)
 
+    from reppo.nets import conv_layers
+
     walk(tree, "")
-    expected = {
-        f"Block_{i}/{layer}/{leaf}"
-        for i in range(policy.actor.depth)
-        for layer, leaves in (("Dense_0", ("kernel", "bias")), ("LayerNorm_0", ("scale", "bias")))
-        for leaf in leaves
-    }
+    actor = policy.actor
+    expected = set().union(*(_block_keys(f"Block_{i}") for i in range(actor.depth)))
     heads = (0,) if policy.num_actions else (0, 1)  # DiscreteActor: the logits; Actor: mean and log-std
     expected |= {f"Dense_{i}/{leaf}" for i in heads for leaf in ("kernel", "bias")}
+    if actor.image is not None:  # nets.ConvEncoder: a Conv and a LayerNorm per layer, then one Block
+        expected |= _block_keys(f"{CONV_ENCODER}/Block_0")
+        expected |= {f"{CONV_ENCODER}/{layer}_{i}/{leaf}" for i in range(len(conv_layers(actor.image)))
+                     for layer, leaves in (("Conv", ("kernel", "bias")), ("LayerNorm", ("scale", "bias")))
+                     for leaf in leaves}  # fmt: skip
     if set(found) != expected:
         missing, extra = sorted(expected - set(found)), sorted(set(found) - expected)
-        raise ValueError(f"actor params do not match nets.{type(policy.actor).__name__} (depth={policy.actor.depth}): "
-                         f"missing {missing}, unexpected {extra}")  # fmt: skip
+        raise ValueError(f"actor params do not match nets.{type(actor).__name__} (depth={actor.depth}, "
+                         f"image={actor.image}): missing {missing}, unexpected {extra}")  # fmt: skip
     return found
+
+
+def _block_keys(block: str) -> set[str]:
+    """The parameter paths of a nets.Block at ``block``."""
+    leaves = (("Dense_0", ("kernel", "bias")), ("LayerNorm_0", ("scale", "bias")))
+    return {f"{block}/{layer}/{leaf}" for layer, names in leaves for leaf in names}
+
+
+def _check_conv(weights: dict[str, np.ndarray], i: int, kernel: int, c_in: int, features: int) -> None:
+    """Conv_i (HWIO kernel) and LayerNorm_i of the ConvEncoder have the shapes of nets.ConvEncoder's layer i."""
+    conv, ln = f"{CONV_ENCODER}/Conv_{i}", f"{CONV_ENCODER}/LayerNorm_{i}"
+    expected = {f"{conv}/kernel": (kernel, kernel, c_in, features), f"{conv}/bias": (features,),
+                f"{ln}/scale": (features,), f"{ln}/bias": (features,)}  # fmt: skip
+    wrong = {name: weights[name].shape for name, shape in expected.items() if weights[name].shape != shape}
+    if wrong:
+        raise ValueError(f"actor params {wrong} do not have the shapes of nets.ConvEncoder's layer {i}: {expected}")
 
 
 def _check_shape(weights: dict[str, np.ndarray], dense: str, n_in: int, n_out: int) -> None:
@@ -120,8 +149,8 @@ class _Graph:
         self.nodes: list = []
         self.initializers: list = []
 
-    def const(self, name: str, value: Any) -> str:
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, np.float32), name))
+    def const(self, name: str, value: Any, dtype: type = np.float32) -> str:
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, dtype), name))
         return name
 
     def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
@@ -134,9 +163,23 @@ class _Graph:
                            f"{out}/matmul")  # fmt: skip
         return self.node("Add", [matmul, self.const(f"{prefix}/bias", self.weights[f"{prefix}/bias"])], out)
 
+    def layer_norm(self, x: str, prefix: str, out: str) -> str:
+        """flax nn.LayerNorm (defaults) over the last axis."""
+        scale = self.const(f"{prefix}/scale", self.weights[f"{prefix}/scale"])
+        bias = self.const(f"{prefix}/bias", self.weights[f"{prefix}/bias"])
+        return self.node("LayerNormalization", [x, scale, bias], out, axis=-1, epsilon=LAYER_NORM_EPS)
+
+    def block(self, x: str, block: str, n_in: int, width: int) -> str:
+        """nets.Block at ``block``: silu(LayerNorm(Dense(x))), silu(x) = x * sigmoid(x)."""
+        _check_shape(self.weights, f"{block}/Dense_0", n_in, width)
+        x = self.layer_norm(self.dense(x, f"{block}/Dense_0", f"{block}/dense"), f"{block}/LayerNorm_0",
+                            f"{block}/layer_norm")  # fmt: skip
+        return self.node("Mul", [x, self.node("Sigmoid", [x], f"{block}/sigmoid")], f"{block}/silu")
+
 
 def _trunk(g: _Graph, policy: Policy) -> tuple[str, int]:
-    """Normalised observation, then the actor's ``depth`` blocks; returns the features' name and size."""
+    """Normalised observation, an image actor's CNN, then the actor's ``depth`` blocks; returns the features' name
+    and size."""
     from reppo.normalization import CLIP, VAR_FLOOR
 
     obs_size = policy.obs_size
@@ -149,15 +192,48 @@ def _trunk(g: _Graph, policy: Policy) -> tuple[str, int]:
     scaled = g.node("Div", [centred, g.const("obs_scale", obs_scale)], "obs_scaled")
     h = g.node("Clip", [scaled, g.const("obs_clip_min", -CLIP), g.const("obs_clip_max", CLIP)], "obs_normalized")
     in_size = obs_size
-    for i in range(policy.actor.depth):  # nets.Block: silu(LayerNorm(Dense(h))), silu(x) = x * sigmoid(x)
-        block, ln = f"Block_{i}", f"Block_{i}/LayerNorm_0"
-        _check_shape(g.weights, f"{block}/Dense_0", in_size, policy.actor.width)
+    if policy.actor.image is not None:
+        h, in_size = _conv_encoder(g, policy, h)
+    for i in range(policy.actor.depth):
+        h = g.block(h, f"Block_{i}", in_size, policy.actor.width)
         in_size = policy.actor.width
-        x = g.dense(h, f"{block}/Dense_0", f"{block}/dense")
-        scale, bias = g.const(f"{ln}/scale", g.weights[f"{ln}/scale"]), g.const(f"{ln}/bias", g.weights[f"{ln}/bias"])
-        x = g.node("LayerNormalization", [x, scale, bias], f"{block}/layer_norm", axis=-1, epsilon=LAYER_NORM_EPS)
-        h = g.node("Mul", [x, g.node("Sigmoid", [x], f"{block}/sigmoid")], f"{block}/silu")
     return h, in_size
+
+
+def _conv_encoder(g: _Graph, policy: Policy, h: str) -> tuple[str, int]:
+    """nets.ConvEncoder on the normalised flat observation ``h``: reshaped to the env's layout and transposed to
+    NCHW for ONNX Conv (kernels HWIO -> OIHW), each conv's LayerNorm over the channels in NHWC, ReLU, the last maps
+    flattened in NHWC order (as flax flattens) and one Block. Returns the features' name and size."""
+    from reppo.nets import conv_layers
+
+    image, width = policy.actor.image, policy.actor.width
+    if policy.obs_size != image.height * image.width * image.channels:
+        raise ValueError(f"obs_size={policy.obs_size} does not fit the actor's image {_image_text(image)}")
+    x = g.node("Reshape", [h, g.const("image_shape", [0, *image.stored_shape], np.int64)], "image")
+    if not image.channels_first:
+        x = g.node("Transpose", [x], "image_nchw", perm=NHWC_TO_NCHW)
+    height, wide, channels = image.height, image.width, image.channels
+    layers = conv_layers(image)
+    for i, (features, kernel, stride) in enumerate(layers):
+        if min(height, wide) < kernel:
+            raise ValueError(f"the image {_image_text(image)} is too small for nets.ConvEncoder's layer {i}")
+        _check_conv(g.weights, i, kernel, channels, features)
+        height, wide, channels = (height - kernel) // stride + 1, (wide - kernel) // stride + 1, features
+        conv, ln = f"{CONV_ENCODER}/Conv_{i}", f"{CONV_ENCODER}/LayerNorm_{i}"
+        oihw = g.const(f"{conv}/kernel", g.weights[f"{conv}/kernel"].transpose(3, 2, 0, 1))
+        x = g.node("Conv", [x, oihw, g.const(f"{conv}/bias", g.weights[f"{conv}/bias"])], f"{conv}/conv",
+                   kernel_shape=[kernel, kernel], strides=[stride, stride])  # fmt: skip
+        x = g.node("Transpose", [x], f"{conv}/nhwc", perm=NCHW_TO_NHWC)
+        x = g.node("Relu", [g.layer_norm(x, ln, f"{ln}/layer_norm")], f"{ln}/relu")
+        if i + 1 < len(layers):
+            x = g.node("Transpose", [x], f"{ln}/nchw", perm=NHWC_TO_NCHW)
+    x = g.node("Flatten", [x], f"{CONV_ENCODER}/flatten", axis=1)
+    return g.block(x, f"{CONV_ENCODER}/Block_0", height * wide * channels, width), width
+
+
+def _image_text(image: Image) -> str:
+    """``HxWxC``."""
+    return f"{image.height}x{image.width}x{image.channels}"
 
 
 def _gaussian_heads(g: _Graph, policy: Policy, h: str, h_size: int) -> tuple[list[tuple[str, int, int]], str]:
@@ -202,8 +278,11 @@ def _build_model(onnx, policy: Policy, opset: int):
     helper = onnx.helper
     g = _Graph(onnx, _actor_weights(policy))
     outputs, out_doc = (_categorical_head if policy.num_actions else _gaussian_heads)(g, policy, *_trunk(g, policy))
+    image = policy.actor.image
+    layout = "" if image is None else (f", each a {_image_text(image)} image flattened in "
+                                       f"{_image_layout(image)} order")  # fmt: skip
     doc = (f"REPPO policy for {policy.env or 'unknown'} (reppo {__version__}). Input obs: float32 (batch, "
-           f"{policy.obs_size}) raw observations (normalisation included). {out_doc}")  # fmt: skip
+           f"{policy.obs_size}) raw observations{layout} (normalisation included). {out_doc}")  # fmt: skip
     shape = lambda size: ["batch", size] if size else ["batch"]
     graph = helper.make_graph(
         g.nodes,
@@ -231,6 +310,13 @@ def _metadata(policy: Policy, version: str) -> dict[str, str]:
     actor = policy.actor
     meta = {"env": policy.env, "obs_size": str(policy.obs_size), "action_size": str(policy.action_size),
             "reppo_version": version, "width": str(actor.width), "depth": str(actor.depth)}  # fmt: skip
+    if actor.image is not None:
+        meta |= {"obs_image": _image_text(actor.image), "obs_image_layout": _image_layout(actor.image)}
     if policy.num_actions:
         return {**meta, "num_actions": str(policy.num_actions)}
     return {**meta, "min_std": repr(float(actor.min_std)), "log_std_max": repr(float(actor.log_std_max))}
+
+
+def _image_layout(image: Image) -> str:
+    """The order of a flat image observation: ``CHW`` (channels-first) or ``HWC``."""
+    return "CHW" if image.channels_first else "HWC"

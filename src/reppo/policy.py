@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from reppo.algo import categorical, distributions
+from reppo.envs.spaces import Image
 from reppo.nets import Actor, DiscreteActor
 from reppo.normalization import normalize
 
@@ -116,10 +117,11 @@ def load(run_dir: str | Path, seed_index: int = 0, iteration: int | None = None)
         raise ValueError(f"seed_index={seed_index} is out of range; this run has seeds 0..{num_seeds - 1}")
     pick = (lambda x: np.asarray(x)[seed_index]) if num_seeds > 1 else np.asarray
     num_actions = int(meta.get("num_actions", 0))
+    image = Image.from_list(meta["obs_image"]) if meta.get("obs_image") else None
     if num_actions:
-        actor = DiscreteActor(num_actions, config.actor_width, config.actor_depth)
+        actor = DiscreteActor(num_actions, config.actor_width, config.actor_depth, image=image)
     else:
         actor = Actor(int(meta["action_size"]), config.actor_width, config.actor_depth, config.min_std,
-                      config.init_std)  # fmt: skip
+                      config.init_std, image=image)  # fmt: skip
     params = jax.tree.map(lambda x: jnp.asarray(pick(x)), tree["actor_params"])
     return Policy(actor, params, pick(tree["obs_mean"]), pick(tree["obs_var"]), env=config.env)

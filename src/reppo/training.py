@@ -32,7 +32,7 @@ import yaml
 
 from reppo import parallel
 from reppo.checkpoint import CHECKPOINT_DIR, MAX_TO_KEEP, Checkpointer
-from reppo.config import CONFIG_FILE, Config, ConfigError, check_action_space, load_config, resolve
+from reppo.config import CONFIG_FILE, Config, ConfigError, check_action_space, check_encoder, load_config, resolve
 from reppo.envs.build import build_envs, is_host, label
 from reppo.evaluate import make_evaluate
 from reppo.files import write_atomic
@@ -217,6 +217,7 @@ class _Run:
         self.echo = echo if self.primary else (lambda _: None)
         self.env, self.eval_env = build_envs(config, env, eval_env)
         check_action_space(config, int(getattr(self.env, "num_actions", 0) or 0))
+        check_encoder(config, getattr(self.env, "obs_image", None))
         parallel.check_divisible(self.env.num_envs, self.mesh)
         if self.primary:
             _check_writable(run_dir)
@@ -415,6 +416,9 @@ class _Run:
             "obs_size": self.env.obs_size,
             "action_size": self.env.action_size,
             "num_actions": int(getattr(self.env, "num_actions", 0) or 0),
+            "obs_image": None
+            if self.rollout.seeded.learner.spaces.image is None
+            else self.rollout.seeded.learner.spaces.image.to_list(),
         }
         self.checkpointer.save(i, state, _policy_tree(state.learner, c.num_seeds), meta)
 

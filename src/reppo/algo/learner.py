@@ -24,6 +24,7 @@ from reppo.algo import categorical, distributions, losses
 from reppo.algo.hl_gauss import HLGauss
 from reppo.algo.targets import soft_td_lambda
 from reppo.config import Config
+from reppo.envs.spaces import Image
 from reppo.nets import Actor, Critic, DiscreteActor, DiscreteCritic
 from reppo.normalization import RunningStats
 
@@ -39,16 +40,21 @@ class Spaces:
     critic_obs_size: int
     action_size: int
     num_actions: int = 0
+    image: Image | None = None
+    """The layout of an image observation (actor's and critic's) that a CNN encoder reads; None: MLPs only."""
 
     @property
     def discrete(self) -> bool:
         return self.num_actions > 0
 
     @classmethod
-    def of(cls, env) -> Spaces:
-        """An env with a ``num_actions`` attribute > 0 has a discrete action space."""
+    def of(cls, env, encoder: str = "auto") -> Spaces:
+        """An env with a ``num_actions`` attribute > 0 has a discrete action space; one with an ``obs_image``
+        gets a CNN encoder unless ``encoder`` is "mlp" (:func:`reppo.config.check_encoder` refuses "cnn" without
+        an image)."""
         num_actions = int(getattr(env, "num_actions", 0) or 0)
-        return cls(int(env.obs_size), int(env.critic_obs_size), int(env.action_size), num_actions)
+        image = None if encoder == "mlp" else getattr(env, "obs_image", None)
+        return cls(int(env.obs_size), int(env.critic_obs_size), int(env.action_size), num_actions, image)
 
 
 @struct.dataclass
@@ -138,11 +144,12 @@ class Learner(struct.PyTreeNode):
         hl = HLGauss.create(c.v_min, c.v_max, c.num_bins, c.hl_gauss_sigma)
         zero_value_probs = tuple(hl.to_probs(jnp.zeros(())).tolist())
         if spaces.discrete:
-            actor = DiscreteActor(spaces.num_actions, c.actor_width, c.actor_depth)
-            critic = DiscreteCritic(spaces.num_actions, c.critic_width, c.critic_depth, zero_value_probs)
+            actor = DiscreteActor(spaces.num_actions, c.actor_width, c.actor_depth, image=spaces.image)
+            critic = DiscreteCritic(spaces.num_actions, c.critic_width, c.critic_depth, zero_value_probs,
+                                    image=spaces.image)  # fmt: skip
         else:
-            actor = Actor(spaces.action_size, c.actor_width, c.actor_depth, c.min_std, c.init_std)
-            critic = Critic(c.critic_width, c.critic_depth, zero_value_probs)
+            actor = Actor(spaces.action_size, c.actor_width, c.actor_depth, c.min_std, c.init_std, image=spaces.image)
+            critic = Critic(c.critic_width, c.critic_depth, zero_value_probs, image=spaces.image)
         return cls(
             config=c,
             spaces=spaces,

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from reppo.envs.base import StepResult
-from reppo.envs.spaces import UnsupportedSpaceError, action_map, split_obs
+from reppo.envs.spaces import UnsupportedSpaceError, action_map, image_of, split_obs
 
 MODES = ("NextStep", "SameStep", "Disabled")
 
@@ -90,6 +90,9 @@ class GymnasiumVecEnv:
         self.mode = autoreset_mode(env)
         self.obs_size = _obs_size(env.single_observation_space, "state")
         self.critic_obs_size = _obs_size(env.single_observation_space, "privileged_state")
+        # a 3-D Box (stacked Atari frames, an RGB frame) is an image for a CNN encoder
+        space = env.single_observation_space
+        self.obs_image = None if isinstance(getattr(space, "spaces", None), dict) else image_of(space.shape)
         self.episode_length = int(episode_length or time_limit(env) or 0)
         if self.episode_length < 1:
             raise ValueError(f"{self.name}: the env has no time limit; pass episode_length")

@@ -9,7 +9,8 @@ terminations as ``done``, and leaves the time limit (the task's ``max_steps_in_e
 Playground's single-env API: ``reset(rng) -> State`` and ``step(State, action) -> State``; its state carries the
 PRNG key gymnax's step needs. Actions in [-1, 1] are rescaled to the action Box (:mod:`reppo.envs.spaces`); on a
 Discrete space (CartPole-v1, Acrobot-v1, the MinAtar games) the action is the index itself, and ``num_actions``
-says how many there are. Observations are flattened (MinAtar's 10 x 10 x C grids become vectors of 100 C).
+says how many there are. Observations are flattened (MinAtar's 10 x 10 x C grids become vectors of 100 C;
+``obs_image`` keeps their layout for a CNN encoder).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from reppo.envs.spaces import action_map
+from reppo.envs.spaces import action_map, image_of
 
 NEVER = 2**30
 """The time limit given to gymnax, so that its ``done`` means termination only."""
@@ -61,6 +62,8 @@ class GymnaxEnv:
         self.actions = action_map(self.env.action_space(params))
         self.action_size = self.actions.size
         self.num_actions = self.actions.num_actions
+        # MinAtar's grids (10 x 10 x C) are images: ``--encoder auto`` reads them with a CNN
+        self.obs_image = image_of(getattr(self.env.observation_space(params), "shape", None))
         if not self.num_actions:
             self._low, self._high = jnp.asarray(self.actions.low), jnp.asarray(self.actions.high)
 

@@ -19,6 +19,7 @@ class JaxEnvOnHost:
         for name in ("num_envs", "obs_size", "critic_obs_size", "action_size", "episode_length"):
             setattr(self, name, getattr(env, name))
         self.num_actions = int(getattr(env, "num_actions", 0) or 0)
+        self.obs_image = getattr(env, "obs_image", None)
         self.state: EnvState | None = None
         self._reset = jax.jit(env.reset)
         self._prepare = jax.jit(env.prepare_rollout)

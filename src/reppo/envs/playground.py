@@ -189,6 +189,10 @@ class AutoResetVecEnv:
         self.obs_size = int(actor.shape[-1])
         self.critic_obs_size = int(critic.shape[-1])
         self.asymmetric = isinstance(abstract.obs, Mapping) and "privileged_state" in abstract.obs
+        # An image observation's layout (a gymnax MinAtar grid), kept for a CNN encoder when actor and critic see it
+        image = getattr(env, "obs_image", None)
+        fits = image is not None and image.height * image.width * image.channels == self.obs_size
+        self.obs_image = image if fits and not self.asymmetric else None
 
     def __repr__(self) -> str:
         return (

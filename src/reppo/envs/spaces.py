@@ -6,7 +6,9 @@ the learner's action to the env's: a Box with finite bounds is rescaled affinely
 space of n actions takes the index (shifted by the space's ``start``). Other spaces are refused with one line.
 
 Observations reach the learner as flat float32 vectors: a Box is flattened; a dict with a ``"state"`` entry (and
-optionally ``"privileged_state"``, the critic's observation) is read as MuJoCo Playground's are.
+optionally ``"privileged_state"``, the critic's observation) is read as MuJoCo Playground's are. A 3-D Box is an
+image (:func:`image_of`): the flat vector keeps its layout, and a CNN encoder (``reppo.nets.ConvEncoder``) reads
+it back as an image.
 """
 
 from __future__ import annotations
@@ -60,6 +62,45 @@ class DiscreteActions:
         if a.dtype.kind not in "iu":
             raise TypeError(f"a discrete action must be an integer index, got dtype {a.dtype}")
         return a.astype(np.int64) + self.start
+
+
+@dataclass(frozen=True)
+class Image:
+    """The layout of an image observation that reaches the learner flattened: ``height x width x channels``, stored
+    channels-last (MinAtar's 10 x 10 x C) or channels-first (EnvPool's and Gymnasium's stacked Atari frames,
+    4 x 84 x 84)."""
+
+    height: int
+    width: int
+    channels: int
+    channels_first: bool = False
+
+    @property
+    def stored_shape(self) -> tuple[int, int, int]:
+        """The shape of one observation as the env gives it (before flattening)."""
+        if self.channels_first:
+            return (self.channels, self.height, self.width)
+        return (self.height, self.width, self.channels)
+
+    def to_list(self) -> list[int]:
+        """For checkpoint metadata (JSON): ``[height, width, channels, channels_first]``."""
+        return [self.height, self.width, self.channels, int(self.channels_first)]
+
+    @classmethod
+    def from_list(cls, values: Any) -> Image:
+        h, w, c, first = (int(v) for v in values)
+        return cls(h, w, c, bool(first))
+
+
+def image_of(shape: Any) -> Image | None:
+    """The :class:`Image` of one observation of ``shape``, or None when it is not an image (not 3-D). The channel
+    axis is the shorter end: (4, 84, 84) is channels-first, (10, 10, 4) and (64, 64, 3) channels-last."""
+    shape = tuple(int(d) for d in (shape or ()))
+    if len(shape) != 3 or min(shape) < 1:
+        return None
+    if shape[0] < shape[-1]:
+        return Image(shape[1], shape[2], shape[0], channels_first=True)
+    return Image(*shape)
 
 
 def _describe(space: Any) -> str:

@@ -84,7 +84,7 @@ def make_rollout(config: Config, env, mesh: Mesh | None = None):
             f"env has {env.num_envs} envs; expected num_envs * num_seeds = {config.num_envs * config.num_seeds}"
         )
     shard_rows = parallel.row_sharder(mesh)
-    seeded = SeededLearner.create(Learner.create(config, Spaces.of(env), shard_rows))
+    seeded = SeededLearner.create(Learner.create(config, Spaces.of(env, config.encoder), shard_rows))
     if isinstance(env, HostVecEnv):
         from reppo.rollout.host import HostRollout
 
