@@ -27,8 +27,10 @@ rejax 0.1.3 unpacks the five values gymnax < 1.0 returned from ``env.step``; gym
 six, terminated and truncated apart. rejax therefore gets the env in gymnax's own ``LegacyStepAPIWrapper`` (made
 deep-copyable), whose ``done`` is terminated or truncated, as gymnax < 1.0 had it; rejax itself runs unmodified.
 
-REPPO keeps its ``cpu`` preset (the Config defaults; MinAtar task preset gamma 0.99, values [0, 50]) and trains
-seeds 1..S in one program; rejax trains with ``jax.random.PRNGKey(1..S)``. ``checkpoint_every=0`` (REPPO writes
+REPPO keeps its ``cpu`` preset (the Config defaults; MinAtar task preset gamma 0.99, values [0, 50]; the grids
+read by the CNN of ``encoder="auto"``) unless ``--reppo FIELD=VALUE ...`` overrides Config fields (for example
+``--reppo encoder=mlp num_envs=64 num_steps=128``; the budget is then rounded to REPPO's new iteration size), and
+trains seeds 1..S in one program; rejax trains with ``jax.random.PRNGKey(1..S)``. ``checkpoint_every=0`` (REPPO writes
 only its final checkpoint, into a temporary folder) keeps disk writes out of its wall-clock.
 
 Peer hyperparameters and their rejax fields:
@@ -97,6 +99,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import rejax
+import yaml
 from _jsonl import append_jsonl  # sibling module of these scripts
 from gymnax.wrappers import LegacyStepAPIWrapper
 from rejax.evaluate import evaluate
@@ -174,24 +177,25 @@ REJAX = {
 }
 
 
-def iteration_size(method: str) -> int:
+def iteration_size(method: str, reppo: dict | None = None) -> int:
     if method == "reppo":
-        return Config().batch_size
+        return Config(**(reppo or {})).batch_size
     hyperparameters = REJAX[method][1]
     return hyperparameters["num_envs"] * hyperparameters["num_steps"]
 
 
-def common_budget(steps: float, methods: list[str]) -> int:
-    """``steps`` rounded up to whole iterations of every method in ``methods``."""
-    unit = math.lcm(*(iteration_size(m) for m in methods))
+def common_budget(steps: float, methods: list[str], reppo: dict | None = None) -> int:
+    """``steps`` rounded up to whole iterations of every method in ``methods`` (REPPO with the ``reppo``
+    overrides of its Config)."""
+    unit = math.lcm(*(iteration_size(m, reppo) for m in methods))
     return math.ceil(steps / unit) * unit
 
 
-def run_reppo(game: str, steps: int, seeds: int, episodes: int) -> RunResult:
+def run_reppo(game: str, steps: int, seeds: int, episodes: int, overrides: dict | None = None) -> RunResult:
     with tempfile.TemporaryDirectory() as run_dir:
         config = Config(env=f"gymnax:{game}", total_steps=steps, num_seeds=seeds,
                         eval_every=math.ceil(steps / EVALS_PER_RUN), eval_envs=episodes, progress=False,
-                        run_dir=run_dir, checkpoint_every=0)  # fmt: skip
+                        run_dir=run_dir, checkpoint_every=0, **(overrides or {}))  # fmt: skip
         start = time.perf_counter()
         result = train(config, echo=lambda *a: None)
         wall_s = time.perf_counter() - start
@@ -247,9 +251,9 @@ def run_rejax(method: str, game: str, steps: int, seeds: int, episodes: int) -> 
                      hyperparameters={**hyperparameters, **schedule})  # fmt: skip
 
 
-def run(method: str, game: str, steps: int, seeds: int, episodes: int) -> RunResult:
+def run(method: str, game: str, steps: int, seeds: int, episodes: int, reppo: dict | None = None) -> RunResult:
     if method == "reppo":
-        return run_reppo(game, steps, seeds, episodes)
+        return run_reppo(game, steps, seeds, episodes, reppo)
     return run_rejax(method, game, steps, seeds, episodes)
 
 
@@ -275,12 +279,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", choices=["reppo", "ppo", "pqn"], default=["reppo", "ppo", "pqn"])
     parser.add_argument("--json", default=None, help="append one JSON line per (game, method) to this file")
     parser.add_argument("--eval-episodes", type=int, default=128, help="greedy evaluation episodes per seed")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--reppo",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="REPPO Config overrides, e.g. encoder=mlp num_envs=64 num_steps=128 (values read as YAML)",
+    )
+    args = parser.parse_args(argv)
+    args.reppo = dict(reppo_override(item) for item in args.reppo)
+    return args
+
+
+def reppo_override(item: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` -> (field, the value read as YAML); a field Config does not have is a one-line error."""
+    field, sep, value = item.partition("=")
+    names = {f.name for f in dataclasses.fields(Config)}
+    if not sep or field not in names:
+        raise SystemExit(f"--reppo {item!r}: expected FIELD=VALUE with FIELD one of Config's fields")
+    return field, yaml.safe_load(value)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    steps = common_budget(args.steps, args.methods)
+    steps = common_budget(args.steps, args.methods, args.reppo)
     machine = platform.processor() or platform.machine()
     print(f"MinAtar, {steps:,} env steps, {args.seeds} seeds, {args.eval_episodes} greedy eval episodes per seed; "
           f"{machine}, {os.cpu_count()} CPUs, jax {jax.__version__} on {jax.default_backend()}\n")  # fmt: skip
@@ -288,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|")
     for game in args.games:
         for method in args.methods:
-            result = run(method, game, steps, args.seeds, args.eval_episodes)
+            result = run(method, game, steps, args.seeds, args.eval_episodes, args.reppo)
             print(table_row(game, method, result), flush=True)
             append_jsonl(args.json, json_record(game, method, result, args.eval_episodes))
 

@@ -138,3 +138,21 @@ def test_cnn_without_an_image_is_one_line(tmp_path):
     assert not (tmp_path / "bad" / "config.yaml").exists()
     with pytest.raises(ConfigError, match=r"^encoder='conv' is not allowed; allowed: one of 'auto', 'mlp', 'cnn'"):
         train(Config(env="gymnax:CartPole-v1", encoder="conv", progress=False), run_dir=tmp_path / "bad2")
+
+
+def test_runs_from_before_the_encoder_field_resume_with_mlps(tmp_path):
+    """A config.yaml without ``encoder`` (written before the CNN existed, when grids were flattened) loads as
+    encoder="mlp", so its checkpoint's MLP parameters still fit; a saved encoder is kept."""
+    import dataclasses
+
+    import yaml
+
+    from reppo import Config
+    from reppo.config import CONFIG_FILE, load_config
+
+    values = dataclasses.asdict(Config(env="gymnax:Breakout-MinAtar"))
+    assert values.pop("encoder") == "auto"
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(values))
+    assert load_config(tmp_path).encoder == "mlp"
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump({**values, "encoder": "cnn"}))
+    assert load_config(tmp_path).encoder == "cnn"

@@ -388,4 +388,6 @@ def load_config(run_dir) -> Config:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path} has unknown fields {unknown}; written by another reppo version?")
+    # Runs written before the CNN encoder existed flattened every observation into MLPs: keep resuming them so.
+    values.setdefault("encoder", "mlp")
     return Config(**values)
