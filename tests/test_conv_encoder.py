@@ -96,6 +96,8 @@ def test_channels_first_is_read_in_its_own_layout():
         ((3, 4), None),
         (None, None),
         ((2, 0, 5), None),
+        ((2, 2, 5), None),  # sides below the 3 x 3 kernel
+        ((1, 3, 3), Image(3, 3, 1, channels_first=True)),
     ],
 )
 def test_image_of_reads_the_layout(shape, expected):

@@ -93,14 +93,14 @@ class Image:
 
 
 def image_of(shape: Any) -> Image | None:
-    """The :class:`Image` of one observation of ``shape``, or None when it is not an image (not 3-D). The channel
-    axis is the shorter end: (4, 84, 84) is channels-first, (10, 10, 4) and (64, 64, 3) channels-last."""
+    """The :class:`Image` of one observation of ``shape``, or None when it is not an image (not 3-D, or a side
+    below 3 pixels, the smallest convolution's kernel). The channel axis is the shorter end: (4, 84, 84) is
+    channels-first, (10, 10, 4) and (64, 64, 3) channels-last."""
     shape = tuple(int(d) for d in (shape or ()))
     if len(shape) != 3 or min(shape) < 1:
         return None
-    if shape[0] < shape[-1]:
-        return Image(shape[1], shape[2], shape[0], channels_first=True)
-    return Image(*shape)
+    image = Image(shape[1], shape[2], shape[0], channels_first=True) if shape[0] < shape[-1] else Image(*shape)
+    return image if min(image.height, image.width) >= 3 else None
 
 
 def _describe(space: Any) -> str:
