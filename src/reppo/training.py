@@ -402,6 +402,7 @@ class _Run:
         if not self.primary:
             return
         c = self.config
+        image = self.rollout.seeded.learner.spaces.image
         meta = {
             "iteration": i,
             "env_steps": i * c.batch_size,
@@ -416,9 +417,7 @@ class _Run:
             "obs_size": self.env.obs_size,
             "action_size": self.env.action_size,
             "num_actions": int(getattr(self.env, "num_actions", 0) or 0),
-            "obs_image": None
-            if self.rollout.seeded.learner.spaces.image is None
-            else self.rollout.seeded.learner.spaces.image.to_list(),
+            "obs_image": None if image is None else image.to_list(),
         }
         self.checkpointer.save(i, state, _policy_tree(state.learner, c.num_seeds), meta)
 

@@ -175,6 +175,11 @@ class AutoResetVecEnv:
             raise ValueError(f"reset_chunk_size must be >= 1, got {reset_chunk_size}")
         self.reset_chunk_size = int(reset_chunk_size)
 
+        self._read_env_shapes(env)
+
+    def _read_env_shapes(self, env: Any) -> None:
+        """From the abstract shapes of ``env.reset``: which state leaves are batched under vmap, the observation
+        sizes, whether the critic sees a privileged observation, and the image layout of the observation."""
         key = jax.random.PRNGKey(0)
         abstract = jax.eval_shape(env.reset, key)
         # Which leaves of the env state carry a per-env batch axis under vmap. Not all do: MJX's warp backend
