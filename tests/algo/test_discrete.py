@@ -162,8 +162,9 @@ logits_as_params = lambda params, obs: params
 @jax.jit
 def actor_loss_and_grad(logits, old_logits, q, alpha, beta, kl_bound):
     return jax.value_and_grad(losses.discrete_actor_loss, has_aux=True)(
-        logits, logits_as_params, old_logits, q, jnp.zeros((logits.shape[0], 1)), alpha, beta, kl_bound
-    )
+        logits, logits_as_params, old_logits=old_logits, q=q, obs=jnp.zeros((logits.shape[0], 1)), alpha=alpha,
+        beta=beta, kl_bound=kl_bound,
+    )  # fmt: skip
 
 
 def make_actor_case(seed):

@@ -222,8 +222,9 @@ def quadratic_q_np(qp, critic_obs, action):
 def actor_loss_and_grad(params, old_mean, old_std, qp, obs, critic_obs, key, alpha, beta, kl_bound):
     critic_q = functools.partial(quadratic_q, qp)
     return jax.value_and_grad(losses.actor_loss, has_aux=True)(
-        params, ACTOR.apply, old_mean, old_std, critic_q, obs, critic_obs, key, alpha, beta, kl_bound, NUM_KL
-    )
+        params, ACTOR.apply, old_mean=old_mean, old_std=old_std, critic_q=critic_q, obs=obs, critic_obs=critic_obs,
+        key=key, alpha=alpha, beta=beta, kl_bound=kl_bound, num_kl_samples=NUM_KL,
+    )  # fmt: skip
 
 
 def make_actor_case(seed):

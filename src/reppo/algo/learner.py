@@ -322,8 +322,9 @@ class Learner(struct.PyTreeNode):
         alpha, beta = jnp.exp(state.log_duals[0]), jnp.exp(state.log_duals[1])
         critic_q = lambda x, a: self.critic_q(critic_params, x, a)
         actor_loss = lambda params: losses.actor_loss(
-            params, self.actor.apply, mb.old_mean, mb.old_std, critic_q, mb.obs, mb.critic_obs, key, alpha, beta,
-            c.kl_bound, c.num_kl_samples,
+            params, self.actor.apply, old_mean=mb.old_mean, old_std=mb.old_std, critic_q=critic_q, obs=mb.obs,
+            critic_obs=mb.critic_obs, key=key, alpha=alpha, beta=beta, kl_bound=c.kl_bound,
+            num_kl_samples=c.num_kl_samples,
         )  # fmt: skip
         actor_params, actor_opt, stats, actor_info = self._actor_step(state, actor_loss)
         log_duals, dual_opt = self._dual_step(state, stats, -c.entropy_coef * self.spaces.action_size)
@@ -342,8 +343,9 @@ class Learner(struct.PyTreeNode):
         alpha, beta = jnp.exp(state.log_duals[0]), jnp.exp(state.log_duals[1])
         q = jax.lax.stop_gradient(self.critic_q_all(critic_params, mb.critic_obs))
         actor_loss = lambda params: losses.discrete_actor_loss(
-            params, self.actor.apply, mb.old_logits, q, mb.obs, alpha, beta, c.kl_bound
-        )
+            params, self.actor.apply, old_logits=mb.old_logits, q=q, obs=mb.obs, alpha=alpha, beta=beta,
+            kl_bound=c.kl_bound,
+        )  # fmt: skip
         actor_params, actor_opt, stats, actor_info = self._actor_step(state, actor_loss)
         target_entropy = categorical.target_entropy(self.spaces.num_actions, c.entropy_coef)
         log_duals, dual_opt = self._dual_step(state, stats, target_entropy)

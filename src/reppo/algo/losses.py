@@ -75,6 +75,7 @@ class ActorStats:
 def actor_loss(
     actor_params,
     actor_apply: Callable,
+    *,
     old_mean: jax.Array,
     old_std: jax.Array,
     critic_q: Callable[[jax.Array, jax.Array], jax.Array],
@@ -180,6 +181,7 @@ def discrete_critic_loss(
 def discrete_actor_loss(
     actor_params,
     actor_apply: Callable,
+    *,
     old_logits: jax.Array,
     q: jax.Array,
     obs: jax.Array,
