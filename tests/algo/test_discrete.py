@@ -173,10 +173,14 @@ def make_actor_case(seed):
     logits = random_logits(rng, B, A, scale=1.5)
     far = rng.random(B) < 0.5
     far[0], far[1] = True, False
-    old = np.where(far[:, None], logits + rng.normal(0.0, 3.0, (B, A)), logits).astype(np.float32)
+    kl_bound = 0.05
+    old = logits.copy()
+    redraw = far.copy()
+    while redraw.any():  # a far state's noise can by chance land near pi: draw it again until KL > 4 x the bound
+        old[redraw] = logits[redraw] + rng.normal(0.0, 3.0, (int(redraw.sum()), A)).astype(np.float32)
+        redraw = far & (ref_kl(old, logits) < 4 * kl_bound)
     q = rng.normal(0.0, 2.0, (B, A)).astype(np.float32)
     alpha, beta = float(rng.uniform(0.05, 2.0)), float(rng.uniform(0.1, 3.0))
-    kl_bound = 0.05
     kl = ref_kl(old, logits)
     assert np.all(np.abs(kl - kl_bound) > 1e-3)  # no state on the switch
     return rng, logits, old, q, alpha, beta, kl_bound
