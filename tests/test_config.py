@@ -44,6 +44,7 @@ def test_overrides_apply_on_top_of_preset():
         ("actor_lr", float("nan"), "actor_lr=nan"),
         ("kl_bound", -0.1, "kl_bound=-0.1"),
         ("num_bins", 2, "num_bins=2"),
+        ("lr_decay_steps", -1, "lr_decay_steps=-1 must be an integer >= 0"),
     ],
 )
 def test_bad_values_name_field_and_value(field, value, needle):

@@ -122,6 +122,22 @@ def test_trajectory_does_not_depend_on_total_steps(reference, tmp_path):
         assert all(on_schedule(int(r["iteration"]), prefix.config) for r in seed_rows)
 
 
+def test_decayed_learning_rate_resumes_exactly_and_freezes_the_networks_at_zero(tmp_path):
+    """lr_decay_steps of 3 iterations: a run stopped after 2 and resumed to 5 is the uninterrupted 5-iteration run
+    (the schedule's step count is in the checkpoint), and from iteration 3 on, with both rates at 0, the actor and
+    critic stay as they were while the duals and the observation statistics still move."""
+    decay = dict(lr_decay_steps=B * 3, eval_every=B * 100)
+    whole = train(_config(5, **decay), run_dir=tmp_path / "whole")
+    stopped = train(_config(2, **decay), run_dir=tmp_path / "resumed")
+    assert Checkpointer(stopped.run_dir).latest() == 2
+    _assert_same_state(resume(stopped.run_dir, total_steps=B * 5).state, whole.state)
+    at_zero = Checkpointer(whole.run_dir, create=False).restore(whole.state, 3)[0].learner  # checkpoint_every=3
+    final = whole.state.learner
+    _assert_same_state((at_zero.actor_params, at_zero.critic_params), (final.actor_params, final.critic_params))
+    assert not np.array_equal(np.asarray(at_zero.log_duals), np.asarray(final.log_duals))
+    assert not np.array_equal(np.asarray(at_zero.obs_stats.mean), np.asarray(final.obs_stats.mean))
+
+
 def test_loaded_policy_is_the_trained_actor(reference):
     policy = load(reference.run_dir)
     state = jax.tree.map(lambda x: x[0], reference.state.learner)  # the run's one seed

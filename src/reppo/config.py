@@ -98,6 +98,11 @@ class Config:
     """Adam learning rate of the critic (the cpu preset's few updates per iteration need a fast critic)."""
     dual_lr: float = 3e-3
     """Adam learning rate of log alpha and log beta (own optimiser, no clipping)."""
+    lr_decay_steps: int = 0
+    """Env steps (rounded up to whole iterations) over which the actor and critic learning rates fall linearly to
+    zero, one decrement per minibatch step, and stay zero after (the authors' anneal_lr); 0 keeps them constant.
+    Usually set to total_steps. It is a field of its own so that a run stays a prefix of a longer one and resumes
+    exactly; the dual learning rate stays constant."""
     max_grad_norm: float = 0.5
     """Global-norm gradient clip of actor and critic."""
     min_std: float = 1e-3
@@ -267,6 +272,8 @@ _POSITIVE_INTS = (
     "num_seeds",
 )
 """Fields that must be integers > 0 (:func:`validate`)."""
+_NON_NEGATIVE_INTS = ("checkpoint_every", "max_bad_iterations", "lr_decay_steps")
+"""Fields that must be integers >= 0 (:func:`validate`)."""
 _POSITIVE_FLOATS = (
     "actor_lr",
     "critic_lr",
@@ -308,14 +315,9 @@ def _check_integers(c: Config) -> None:
         c.critic_width is None or (_is_int(c.critic_width) and c.critic_width > 0),
         f"critic_width={c.critic_width!r} must be a positive integer (or None: the task preset)",
     )
-    _require(
-        _is_int(c.checkpoint_every) and c.checkpoint_every >= 0,
-        f"checkpoint_every={c.checkpoint_every!r} must be an integer >= 0",
-    )
-    _require(
-        _is_int(c.max_bad_iterations) and c.max_bad_iterations >= 0,
-        f"max_bad_iterations={c.max_bad_iterations!r} must be an integer >= 0",
-    )
+    for name in _NON_NEGATIVE_INTS:
+        value = getattr(c, name)
+        _require(_is_int(value) and value >= 0, f"{name}={value!r} must be an integer >= 0")
     _require(
         c.devices == "all" or (_is_int(c.devices) and c.devices >= 1),
         f"devices={c.devices!r} must be a positive integer or 'all'",

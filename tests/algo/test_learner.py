@@ -403,3 +403,25 @@ def test_minibatch_step_is_critic_then_actor_against_updated_critic_then_duals(m
     assert float(info["critic_clip_frac"]) == float(critic_norm > max_grad_norm)
     assert float(info["actor_clip_frac"]) == float(actor_norm > max_grad_norm)
     assert not _leaves_equal(got.log_duals, state.log_duals)
+
+
+@pytest.mark.parametrize("decay", [True, False])
+def test_learning_rates_fall_linearly_to_zero_over_the_decay_iterations(decay):
+    """Under a constant gradient Adam's step is -lr * g / (|g| + eps) per element, so each step shows the learning
+    rate it used: with ``lr_decay_steps`` d it must be lr * (1 - n / N) at step n, N = ceil(d / B) * E * M Adam
+    steps, then 0; without, lr at every step. Actor and critic alike."""
+    rng = np.random.default_rng()
+    batch = TINY["num_envs"] * TINY["num_steps"]
+    d = int(rng.integers(1, 3 * batch + 1)) if decay else 0
+    actor_lr, critic_lr = float(rng.uniform(1e-4, 1e-2)), float(rng.uniform(1e-4, 1e-2))
+    _, _, _, learner = _build(lr_decay_steps=d, actor_lr=actor_lr, critic_lr=critic_lr, max_grad_norm=1e3)
+    n_steps = -(-d // batch) * TINY["num_epochs"] * TINY["num_minibatches"] if decay else 5
+    g = rng.normal(size=7).astype(np.float32)
+    for tx, lr in ((learner.actor_tx, actor_lr), (learner.critic_tx, critic_lr)):
+        params = {"w": jnp.zeros(7)}
+        opt = tx.init(params)
+        for n in range(n_steps + 2):
+            updates, opt = tx.update({"w": jnp.asarray(g)}, opt, params)
+            expected = lr * max(0.0, 1 - n / n_steps) if decay else lr
+            np.testing.assert_allclose(np.asarray(updates["w"]), -expected * g / (np.abs(g) + 1e-8), rtol=1e-4,
+                                       atol=1e-12)  # fmt: skip

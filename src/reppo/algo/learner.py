@@ -109,10 +109,21 @@ def _map_in_chunks(fn, rows_per_chunk: int, *rows: jax.Array) -> tuple[jax.Array
     return values.reshape(-1)[:size], embeddings.reshape(-1, embeddings.shape[-1])[:size]
 
 
-def _adam(lr: float, max_grad_norm: float | None) -> optax.GradientTransformation:
+def _adam(lr: float | optax.Schedule, max_grad_norm: float | None) -> optax.GradientTransformation:
     if max_grad_norm is None:
         return optax.adam(lr)
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
+
+
+def _learning_rate(lr: float, c: Config) -> float | optax.Schedule:
+    """``lr``, or with ``c.lr_decay_steps`` a linear fall from ``lr`` to 0 over that many iterations' Adam steps
+    (E x M per iteration), counted by the optimiser state, so that a resumed run continues the schedule."""
+    if not c.lr_decay_steps:
+        return lr
+    steps = -(-c.lr_decay_steps // c.batch_size) * c.num_epochs * c.num_minibatches
+    # The steps left, an exact integer, so the rate is exactly 0 from step N on (optax.linear_schedule's count / N
+    # may be compiled as count * (1 / N), leaving a rate of about 1e-7 * lr).
+    return lambda count: lr * jnp.maximum(steps - count, 0).astype(jnp.float32) / steps
 
 
 def _identity(x: jax.Array, axis: int = 0) -> jax.Array:
@@ -155,8 +166,8 @@ class Learner(struct.PyTreeNode):
             spaces=spaces,
             actor=actor,
             critic=critic,
-            actor_tx=_adam(c.actor_lr, c.max_grad_norm),
-            critic_tx=_adam(c.critic_lr, c.max_grad_norm),
+            actor_tx=_adam(_learning_rate(c.actor_lr, c), c.max_grad_norm),
+            critic_tx=_adam(_learning_rate(c.critic_lr, c), c.max_grad_norm),
             dual_tx=_adam(c.dual_lr, None),
             hl=hl,
             shard_rows=shard_rows or _identity,
