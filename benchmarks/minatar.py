@@ -29,7 +29,9 @@ deep-copyable), whose ``done`` is terminated or truncated, as gymnax < 1.0 had i
 
 REPPO keeps its ``cpu`` preset (the Config defaults; MinAtar task preset gamma 0.99, values [0, 50]; the grids
 read by the CNN of ``encoder="auto"``) unless ``--reppo FIELD=VALUE ...`` overrides Config fields (for example
-``--reppo encoder=mlp num_envs=64 num_steps=128``; the budget is then rounded to REPPO's new iteration size), and
+``--reppo encoder=mlp num_envs=64 num_steps=128``; the budget is then rounded to REPPO's new iteration size) or
+names another preset (``--reppo preset=minatar``, whose learning-rate decay is stretched to the budget unless
+``lr_decay_steps`` is given too), and
 trains seeds 1..S in one program; rejax trains with ``jax.random.PRNGKey(1..S)``. ``checkpoint_every=0`` (REPPO writes
 only its final checkpoint, into a temporary folder) keeps disk writes out of its wall-clock.
 
@@ -105,7 +107,7 @@ from gymnax.wrappers import LegacyStepAPIWrapper
 from rejax.evaluate import evaluate
 
 from reppo import train
-from reppo.config import Config
+from reppo.config import Config, preset_config
 
 EVALS_PER_RUN = 4
 """REPPO evaluations per run (the last one, at the end, gives the final return)."""
@@ -177,9 +179,16 @@ REJAX = {
 }
 
 
+def reppo_config(reppo: dict | None = None, **fields) -> Config:
+    """REPPO's Config: the preset named by ``reppo["preset"]`` (default cpu) with the other overrides and
+    ``fields`` on top."""
+    overrides = {**(reppo or {}), **fields}
+    return preset_config(overrides.pop("preset", "cpu"), **overrides)
+
+
 def iteration_size(method: str, reppo: dict | None = None) -> int:
     if method == "reppo":
-        return Config(**(reppo or {})).batch_size
+        return reppo_config(reppo).batch_size
     hyperparameters = REJAX[method][1]
     return hyperparameters["num_envs"] * hyperparameters["num_steps"]
 
@@ -193,9 +202,11 @@ def common_budget(steps: float, methods: list[str], reppo: dict | None = None) -
 
 def run_reppo(game: str, steps: int, seeds: int, episodes: int, overrides: dict | None = None) -> RunResult:
     with tempfile.TemporaryDirectory() as run_dir:
-        config = Config(env=f"gymnax:{game}", total_steps=steps, num_seeds=seeds,
-                        eval_every=math.ceil(steps / EVALS_PER_RUN), eval_envs=episodes, progress=False,
-                        run_dir=run_dir, checkpoint_every=0, **(overrides or {}))  # fmt: skip
+        config = reppo_config(overrides, env=f"gymnax:{game}", total_steps=steps, num_seeds=seeds,
+                              eval_every=math.ceil(steps / EVALS_PER_RUN), eval_envs=episodes, progress=False,
+                              run_dir=run_dir, checkpoint_every=0)  # fmt: skip
+        if config.lr_decay_steps and "lr_decay_steps" not in (overrides or {}):
+            config = dataclasses.replace(config, lr_decay_steps=steps)  # a preset's decay spans this budget
         start = time.perf_counter()
         result = train(config, echo=lambda *a: None)
         wall_s = time.perf_counter() - start

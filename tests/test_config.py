@@ -25,7 +25,23 @@ def test_presets_match_spec_section_7():
         assert c.total_steps == 50_000_000
     cpu = preset_config("cpu")
     assert cpu == Config()  # the defaults are the cpu preset
-    assert set(PRESETS) == {"cpu", "paper-small", "paper-medium", "paper-large"}
+    assert set(PRESETS) == {"cpu", "paper-small", "paper-medium", "paper-large", "minatar"}
+
+
+def test_minatar_preset_is_the_measured_command():
+    """docs/BENCHMARKS.md measured the MinAtar figures with these flags on the cpu preset; ``--preset minatar`` must
+    be that same run, so the published returns are the preset's."""
+    import tyro
+
+    flags = (
+        "--env gymnax:Breakout-MinAtar --eval-envs 32 --total-steps 1007616 --eval-every 251904 --encoder mlp "
+        "--num-envs 64 --num-steps 128 --critic-width 256 --actor-width 256 --num-epochs 8 --lr-decay-steps 1007616 "
+        "--actor-lr 1e-3"
+    ).split()
+    measured = resolve(tyro.cli(Config, default=preset_config("cpu"), args=flags))
+    preset = resolve(preset_config("minatar", env="gymnax:Breakout-MinAtar"))
+    assert dataclasses.replace(preset, preset="cpu") == measured
+    assert preset.num_iterations == preset.lr_decay_iterations == 123 and preset.critic_width == 256
 
 
 def test_overrides_apply_on_top_of_preset():
@@ -91,7 +107,7 @@ def test_humanoid_task_preset_is_the_papers(preset):
     """Spec section 7: gamma 0.97, critic width 1024, values in [-10, 10], privileged critic observation."""
     from reppo.envs import task_defaults
 
-    width = {"cpu": 128}.get(preset, 512)
+    width = {"cpu": 128, "minatar": 256}.get(preset, 512)
     for env in HUMANOIDS:
         c = resolve(preset_config(preset, env=env))
         assert (c.gamma, c.critic_width, c.v_min, c.v_max) == (0.97, 1024, -10.0, 10.0), (preset, env)

@@ -127,10 +127,18 @@ def test_decayed_learning_rate_resumes_exactly_and_freezes_the_networks_at_zero(
     (the schedule's step count is in the checkpoint), and from iteration 3 on, with both rates at 0, the actor and
     critic stay as they were while the duals and the observation statistics still move."""
     decay = dict(lr_decay_steps=B * 3, eval_every=B * 100)
-    whole = train(_config(5, **decay), run_dir=tmp_path / "whole")
-    stopped = train(_config(2, **decay), run_dir=tmp_path / "resumed")
+    said: dict[str, list[str]] = {"whole": [], "stopped": [], "resumed": []}
+    whole = train(_config(5, **decay), run_dir=tmp_path / "whole", echo=said["whole"].append)
+    stopped = train(_config(2, **decay), run_dir=tmp_path / "resumed", echo=said["stopped"].append)
     assert Checkpointer(stopped.run_dir).latest() == 2
-    _assert_same_state(resume(stopped.run_dir, total_steps=B * 5).state, whole.state)
+    resumed = resume(stopped.run_dir, total_steps=B * 5, echo=said["resumed"].append)
+    _assert_same_state(resumed.state, whole.state)
+    # The two iterations after the decay are said to leave the networks unchanged; a run within the decay is not.
+    frozen = f"learning rates reach 0 at {B * 3:,} env steps (lr_decay_steps={B * 3}), so the last {B * 2:,} env steps"
+    notes = {name: [line for line in lines if "learning rates reach 0" in line] for name, lines in said.items()}
+    assert notes["stopped"] == [] and len(notes["whole"]) == len(notes["resumed"]) == 1
+    assert frozen in notes["whole"][0] and f"set --lr-decay-steps {B * 5}" in notes["whole"][0]
+    assert frozen in notes["resumed"][0] and "cannot change on resume" in notes["resumed"][0]
     at_zero = Checkpointer(whole.run_dir, create=False).restore(whole.state, 3)[0].learner  # checkpoint_every=3
     final = whole.state.learner
     _assert_same_state((at_zero.actor_params, at_zero.critic_params), (final.actor_params, final.critic_params))

@@ -12,7 +12,7 @@ from typing import Any, Literal
 CONFIG_FILE = "config.yaml"
 """The resolved Config of a run, in its run folder."""
 
-PresetName = Literal["cpu", "paper-small", "paper-medium", "paper-large"]
+PresetName = Literal["cpu", "paper-small", "paper-medium", "paper-large", "minatar"]
 
 
 class ConfigError(ValueError):
@@ -29,7 +29,8 @@ class Config:
     another family: gymnasium:HalfCheetah-v5, envpool:T1JoystickFlatTerrain-v1, maniskill:PickCube-v1, brax:ant,
     gymnax:Pendulum-v1 (each an optional extra)."""
     preset: PresetName = "cpu"
-    """Named hyperparameter set applied before any other flag: cpu (2-core machine) or the paper's settings."""
+    """Named hyperparameter set applied before any other flag: cpu (2-core machine), the paper's settings, or
+    minatar (MinAtar games on a CPU)."""
     seed: int = 1
     """PRNG seed; the whole run is a deterministic function of it."""
     num_seeds: int = 1
@@ -81,7 +82,7 @@ class Config:
     # --- networks and optimisation ---
     critic_width: int | None = None
     """Hidden width of the critic; None takes the task preset (1024 on the G1/T1 humanoid joystick tasks, as in
-    the paper), else the preset's width (128 cpu, 512 paper presets)."""
+    the paper), else the preset's width (128 cpu, 256 minatar, 512 paper presets)."""
     encoder: Literal["auto", "mlp", "cnn"] = "auto"
     """How the networks read an image observation (a 3-D Box: MinAtar grids, stacked Atari frames): "cnn", a
     convolutional encoder per network (nets.ConvEncoder); "mlp", the flattened pixels; "auto", cnn for an image
@@ -157,6 +158,11 @@ class Config:
     def num_iterations(self) -> int:
         return math.ceil(self.total_steps / self.batch_size)
 
+    @property
+    def lr_decay_iterations(self) -> int:
+        """Iterations over which the learning rates fall to 0 (0: no decay)."""
+        return math.ceil(self.lr_decay_steps / self.batch_size)
+
 
 # Spec section 7 (paper): N = 1024 envs, minibatch 2048, 8 epochs, widths 512, Adam 3e-4, 50M steps.
 _PAPER: dict[str, object] = dict(
@@ -167,18 +173,29 @@ _PAPER: dict[str, object] = dict(
 # buffer of a paper-small iteration. 16,384 rows (256 states), with the update's per-minibatch gather, cut the
 # iteration's XLA temporaries from 410 to 244 MiB (CPU memory analysis; docs/BENCHMARKS.md, "Peak memory").
 
+# MinAtar on a 2-core CPU (docs/BENCHMARKS.md, "MinAtar against rejax PPO and PQN"): PPO's rollout shape
+# (gymnax-blines, 64 x 128), wider MLPs on the flattened grid (the CNN is ten times slower on a CPU), 8 epochs, a
+# faster actor, and the actor and critic learning rates decayed to 0 over the default budget (123 iterations).
+_MINATAR: dict[str, object] = dict(
+    num_envs=64, num_steps=128, num_epochs=8, actor_width=256, encoder="mlp", actor_lr=1e-3,
+    total_steps=1_007_616, lr_decay_steps=1_007_616, eval_every=251_904, eval_envs=32,
+)  # fmt: skip
+
 PRESETS: dict[str, dict[str, object]] = {
     # The Config defaults: sized for a 2-core CPU (CartpoleBalance reaches 800 in a few minutes).
     "cpu": {},
     "paper-small": {**_PAPER, "num_steps": 32, "num_minibatches": 16},
     "paper-medium": {**_PAPER, "num_steps": 64, "num_minibatches": 32},
     "paper-large": {**_PAPER, "num_steps": 128, "num_minibatches": 64},
+    "minatar": _MINATAR,
 }
 
 
 # The critic width of each preset where the task has no width of its own (resolve); it is not a preset value, so
 # that a task preset (TaskDefaults.critic_width) can tell it from a width the user gave.
-PRESET_CRITIC_WIDTH: dict[str, int] = {"cpu": 128, "paper-small": 512, "paper-medium": 512, "paper-large": 512}
+PRESET_CRITIC_WIDTH: dict[str, int] = {
+    "cpu": 128, "paper-small": 512, "paper-medium": 512, "paper-large": 512, "minatar": 256,
+}  # fmt: skip
 
 
 def preset_config(name: str, **overrides) -> Config:

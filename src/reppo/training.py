@@ -246,6 +246,7 @@ class _Run:
             self.echo(f"reppo: training {c.env} ({c.preset} preset, seeds {_seed_text(self.seeds)}); logs in {run_dir}")
             self.init_head_saturation = head_saturation(self.rollout.seeded.learner, state.learner)
             self.echo(f"reppo: critic head at initialisation: max |dQ/dlogit| = {self.init_head_saturation:.2e}")
+            self._note_frozen_tail(resumed=False)
             return state
         state, meta = self.resume_from.restore(self.rollout.abstract_state(self.init_keys))
         self.start, self.wall0 = int(meta["iteration"]), float(meta["wall_s"])
@@ -253,7 +254,26 @@ class _Run:
         self.pending = [{k: np.asarray(v, np.float64) for k, v in m.items()} for m in meta["pending"]]
         if self.start < c.num_iterations:
             self.echo(f"reppo: resuming {run_dir} at iteration {self.start} ({self.start * c.batch_size:,} env steps)")
+            self._note_frozen_tail(resumed=True)
         return state
+
+    def _note_frozen_tail(self, resumed: bool) -> None:
+        """With lr_decay_steps below total_steps, say that the iterations after the decay cannot change the
+        networks (a preset's decay left in place when --total-steps grows, or a decayed run extended on resume)."""
+        c = self.config
+        if not c.lr_decay_steps or c.num_iterations <= c.lr_decay_iterations:
+            return
+        frozen = (c.num_iterations - c.lr_decay_iterations) * c.batch_size
+        hint = (
+            "lr_decay_steps cannot change on resume"
+            if resumed
+            else f"to train them, set --lr-decay-steps {c.total_steps}"
+        )
+        self.echo(
+            f"reppo: note: the actor and critic learning rates reach 0 at {c.lr_decay_iterations * c.batch_size:,} "
+            f"env steps (lr_decay_steps={c.lr_decay_steps}), so the last {frozen:,} env steps of "
+            f"total_steps={c.total_steps} leave the networks unchanged; {hint}"
+        )
 
     def compile(self, state: TrainState) -> TrainState:
         """Place the state on the mesh and compile the iteration and the evaluation; returns the placed state."""

@@ -120,7 +120,7 @@ def _learning_rate(lr: float, c: Config) -> float | optax.Schedule:
     (E x M per iteration), counted by the optimiser state, so that a resumed run continues the schedule."""
     if not c.lr_decay_steps:
         return lr
-    steps = -(-c.lr_decay_steps // c.batch_size) * c.num_epochs * c.num_minibatches
+    steps = c.lr_decay_iterations * c.num_epochs * c.num_minibatches
     # The steps left, an exact integer, so the rate is exactly 0 from step N on (optax.linear_schedule's count / N
     # may be compiled as count * (1 / N), leaving a rate of about 1e-7 * lr).
     return lambda count: lr * jnp.maximum(steps - count, 0).astype(jnp.float32) / steps
