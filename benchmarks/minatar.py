@@ -23,6 +23,12 @@ greedily (capped at the game's ``max_steps_in_episode`` = 1000 steps):
   epsilon = 0.005. Training therefore runs with ``eval_freq`` = the whole budget, no initial evaluation and a
   no-op callback; the seeds are ``jax.vmap(Algo.train, in_axes=(None, 0))`` under one ``jax.jit``.
 
+A second column gives the same final policies' return with stochastic actions, on as many episodes (not in the
+timings): REPPO sampling from pi (``reppo eval``'s "stochastic", from the final checkpoint), PPO sampling from its
+Categorical policy and PQN epsilon-greedy with epsilon = 0.005 (both rejax's own ``make_act``). On a deterministic
+game (SpaceInvaders) every greedy episode is the same trajectory, so the sampled return measures the policy
+rather than one episode.
+
 rejax 0.1.3 unpacks the five values gymnax < 1.0 returned from ``env.step``; gymnax >= 1.0 (needed here) returns
 six, terminated and truncated apart. rejax therefore gets the env in gymnax's own ``LegacyStepAPIWrapper`` (made
 deep-copyable), whose ``done`` is terminated or truncated, as gymnax < 1.0 had it; rejax itself runs unmodified.
@@ -108,6 +114,8 @@ from rejax.evaluate import evaluate
 
 from reppo import train
 from reppo.config import Config, preset_config
+from reppo.evaluate import evaluate_policy
+from reppo.policy import load as load_policy
 
 EVALS_PER_RUN = 4
 """REPPO evaluations per run (the last one, at the end, gives the final return)."""
@@ -146,6 +154,9 @@ PQN_HYPERPARAMETERS = {
 class RunResult:
     returns: list[float]
     """Final greedy return of each seed (mean over the evaluation episodes)."""
+    sampled: list[float]
+    """Final return of each seed with actions sampled from its policy (REPPO, PPO) or epsilon-greedy with
+    epsilon = 0.005 (PQN, rejax's evaluation rule), mean over as many episodes."""
     env_steps: int
     wall_s: float
     """Whole run: compilation, training and evaluation."""
@@ -173,9 +184,15 @@ def pqn_greedy_act(algo: rejax.PQN, ts) -> Callable:
     return act
 
 
+def rejax_act(algo, ts) -> Callable:
+    """``act(obs, rng)``: rejax's own acting rule (``make_act``, used by its ``eval_callback``): PPO samples from
+    its Categorical policy, PQN is epsilon-greedy with epsilon = 0.005."""
+    return algo.make_act(ts)
+
+
 REJAX = {
-    "ppo": (rejax.PPO, PPO_HYPERPARAMETERS, ppo_greedy_act),
-    "pqn": (rejax.PQN, PQN_HYPERPARAMETERS, pqn_greedy_act),
+    "ppo": (rejax.PPO, PPO_HYPERPARAMETERS, ppo_greedy_act, rejax_act),
+    "pqn": (rejax.PQN, PQN_HYPERPARAMETERS, pqn_greedy_act, rejax_act),
 }
 
 
@@ -210,11 +227,20 @@ def run_reppo(game: str, steps: int, seeds: int, episodes: int, overrides: dict 
         start = time.perf_counter()
         result = train(config, echo=lambda *a: None)
         wall_s = time.perf_counter() - start
+        sampled = [reppo_sampled_return(run_dir, seed_index, episodes) for seed_index in range(seeds)]
     final = result.evaluations[-1]
     hyperparameters = {k: v for k, v in dataclasses.asdict(result.config).items() if k != "run_dir"}
-    return RunResult(returns=[row["eval/episode_return"] for row in final["per_seed"]], env_steps=final["env_steps"],
-                     wall_s=wall_s, compile_s=result.compile_s, eval_s=final["eval_s"],
+    return RunResult(returns=[row["eval/episode_return"] for row in final["per_seed"]], sampled=sampled,
+                     env_steps=final["env_steps"], wall_s=wall_s, compile_s=result.compile_s, eval_s=final["eval_s"],
                      hyperparameters=hyperparameters)  # fmt: skip
+
+
+def reppo_sampled_return(run_dir: str, seed_index: int, episodes: int) -> float:
+    """Mean return of ``episodes`` episodes of one seed's final policy with actions sampled from pi (reppo's
+    ``evaluate_policy``, as ``reppo eval`` runs it), from the run's final checkpoint."""
+    policy = load_policy(run_dir, seed_index=seed_index)
+    out = evaluate_policy(policy, episodes, jax.random.PRNGKey(seed_index + 1), deterministic=False)
+    return float(np.mean(out.returns))
 
 
 def no_evaluation(algo, ts, rng) -> tuple:
@@ -222,13 +248,13 @@ def no_evaluation(algo, ts, rng) -> tuple:
     return ()
 
 
-def greedy_returns(algo, greedy_act: Callable, ts, keys: jax.Array, episodes: int) -> np.ndarray:
-    """(seeds, episodes) returns of the greedy policy of each seed in ``ts`` (a leading seed axis), by
+def policy_returns(algo, make_act: Callable, ts, keys: jax.Array, episodes: int) -> np.ndarray:
+    """(seeds, episodes) returns of each seed's ``make_act(algo, ts)`` policy in ``ts`` (a leading seed axis), by
     ``rejax.evaluate.evaluate``: one episode per key, until termination or ``max_steps_in_episode``."""
     max_steps = int(algo.env_params.max_steps_in_episode)
 
     def one_seed(ts, key):
-        _, returns = evaluate(greedy_act(algo, ts), key, algo.env, algo.env_params, episodes, max_steps)
+        _, returns = evaluate(make_act(algo, ts), key, algo.env, algo.env_params, episodes, max_steps)
         return returns
 
     return np.asarray(jax.jit(jax.vmap(one_seed))(ts, keys))
@@ -243,7 +269,7 @@ class FiveValueStep(LegacyStepAPIWrapper):
 
 
 def run_rejax(method: str, game: str, steps: int, seeds: int, episodes: int) -> RunResult:
-    algo_class, hyperparameters, greedy_act = REJAX[method]
+    algo_class, hyperparameters, greedy_act, sampled_act = REJAX[method]
     schedule = {"total_timesteps": steps, "eval_freq": steps, "skip_initial_evaluation": True}
     env, env_params = gymnax.make(game)
     algo = algo_class.create(env=FiveValueStep(env), env_params=env_params, **hyperparameters, **schedule)
@@ -255,9 +281,11 @@ def run_rejax(method: str, game: str, steps: int, seeds: int, episodes: int) -> 
     ts, _ = jax.block_until_ready(train_fn(algo, keys))
     trained = time.perf_counter()
     eval_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys)
-    returns = greedy_returns(algo, greedy_act, ts, eval_keys, episodes)
+    returns = policy_returns(algo, greedy_act, ts, eval_keys, episodes)
     end = time.perf_counter()
-    return RunResult(returns=returns.mean(axis=1).tolist(), env_steps=int(ts.global_step[0]), wall_s=end - start,
+    sampled = policy_returns(algo, sampled_act, ts, eval_keys, episodes)  # not in the timings
+    return RunResult(returns=returns.mean(axis=1).tolist(), sampled=sampled.mean(axis=1).tolist(),
+                     env_steps=int(ts.global_step[0]), wall_s=end - start,
                      compile_s=compiled - start, eval_s=end - trained,
                      hyperparameters={**hyperparameters, **schedule})  # fmt: skip
 
@@ -271,13 +299,15 @@ def run(method: str, game: str, steps: int, seeds: int, episodes: int, reppo: di
 def table_row(game: str, method: str, r: RunResult) -> str:
     per_seed = ", ".join(f"{x:.1f}" for x in r.returns)
     final = f"{np.mean(r.returns):.1f} ± {np.std(r.returns):.1f} ({per_seed})"
+    sampled = f"{np.mean(r.sampled):.1f} ± {np.std(r.sampled):.1f} ({', '.join(f'{x:.1f}' for x in r.sampled)})"
     wall = f"{r.wall_s:.0f} (compile {r.compile_s:.0f}, eval {r.eval_s:.0f})"
-    return f"| {game} | {method} | {r.env_steps:,} | {final} | {wall} |"
+    return f"| {game} | {method} | {r.env_steps:,} | {final} | {sampled} | {wall} |"
 
 
 def json_record(game: str, method: str, r: RunResult, episodes: int) -> dict:
     return {"game": game, "method": method, "env_steps": r.env_steps, "returns": r.returns,
-            "mean": float(np.mean(r.returns)), "std": float(np.std(r.returns)), "wall_s": r.wall_s,
+            "mean": float(np.mean(r.returns)), "std": float(np.std(r.returns)), "sampled": r.sampled,
+            "wall_s": r.wall_s,
             "compile_s": r.compile_s, "eval_s": r.eval_s, "eval_episodes": episodes,
             "hyperparameters": r.hyperparameters}  # fmt: skip
 
@@ -317,8 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     machine = platform.processor() or platform.machine()
     print(f"MinAtar, {steps:,} env steps, {args.seeds} seeds, {args.eval_episodes} greedy eval episodes per seed; "
           f"{machine}, {os.cpu_count()} CPUs, jax {jax.__version__} on {jax.default_backend()}\n")  # fmt: skip
-    print("| game | method | env steps | final return mean ± std (per seed) | wall-clock s |")
-    print("|---|---|---|---|---|")
+    print("| game | method | env steps | final greedy return mean ± std (per seed) | sampled actions | wall-clock s |")
+    print("|---|---|---|---|---|---|")
     for game in args.games:
         for method in args.methods:
             result = run(method, game, steps, args.seeds, args.eval_episodes, args.reppo)
