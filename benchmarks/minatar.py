@@ -319,7 +319,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", nargs="+", choices=["reppo", "ppo", "pqn"], default=["reppo", "ppo", "pqn"])
     parser.add_argument("--json", default=None, help="append one JSON line per (game, method) to this file")
-    parser.add_argument("--eval-episodes", type=int, default=128, help="greedy evaluation episodes per seed")
+    parser.add_argument("--eval-episodes", type=int, default=128, help="episodes per seed, for each of the two columns")
     parser.add_argument(
         "--reppo",
         nargs="*",
