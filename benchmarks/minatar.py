@@ -184,15 +184,9 @@ def pqn_greedy_act(algo: rejax.PQN, ts) -> Callable:
     return act
 
 
-def rejax_act(algo, ts) -> Callable:
-    """``act(obs, rng)``: rejax's own acting rule (``make_act``, used by its ``eval_callback``): PPO samples from
-    its Categorical policy, PQN is epsilon-greedy with epsilon = 0.005."""
-    return algo.make_act(ts)
-
-
 REJAX = {
-    "ppo": (rejax.PPO, PPO_HYPERPARAMETERS, ppo_greedy_act, rejax_act),
-    "pqn": (rejax.PQN, PQN_HYPERPARAMETERS, pqn_greedy_act, rejax_act),
+    "ppo": (rejax.PPO, PPO_HYPERPARAMETERS, ppo_greedy_act),
+    "pqn": (rejax.PQN, PQN_HYPERPARAMETERS, pqn_greedy_act),
 }
 
 
@@ -269,7 +263,7 @@ class FiveValueStep(LegacyStepAPIWrapper):
 
 
 def run_rejax(method: str, game: str, steps: int, seeds: int, episodes: int) -> RunResult:
-    algo_class, hyperparameters, greedy_act, sampled_act = REJAX[method]
+    algo_class, hyperparameters, greedy_act = REJAX[method]
     schedule = {"total_timesteps": steps, "eval_freq": steps, "skip_initial_evaluation": True}
     env, env_params = gymnax.make(game)
     algo = algo_class.create(env=FiveValueStep(env), env_params=env_params, **hyperparameters, **schedule)
@@ -283,7 +277,8 @@ def run_rejax(method: str, game: str, steps: int, seeds: int, episodes: int) -> 
     eval_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys)
     returns = policy_returns(algo, greedy_act, ts, eval_keys, episodes)
     end = time.perf_counter()
-    sampled = policy_returns(algo, sampled_act, ts, eval_keys, episodes)  # not in the timings
+    # rejax's own acting rule (PPO samples, PQN is epsilon-greedy with 0.005); not in the timings
+    sampled = policy_returns(algo, algo_class.make_act, ts, eval_keys, episodes)
     return RunResult(returns=returns.mean(axis=1).tolist(), sampled=sampled.mean(axis=1).tolist(),
                      env_steps=int(ts.global_step[0]), wall_s=end - start,
                      compile_s=compiled - start, eval_s=end - trained,
@@ -296,12 +291,16 @@ def run(method: str, game: str, steps: int, seeds: int, episodes: int, reppo: di
     return run_rejax(method, game, steps, seeds, episodes)
 
 
+def over_seeds_cell(values: list[float]) -> str:
+    """``mean ± std (each seed's value)``."""
+    per_seed = ", ".join(f"{x:.1f}" for x in values)
+    return f"{np.mean(values):.1f} ± {np.std(values):.1f} ({per_seed})"
+
+
 def table_row(game: str, method: str, r: RunResult) -> str:
-    per_seed = ", ".join(f"{x:.1f}" for x in r.returns)
-    final = f"{np.mean(r.returns):.1f} ± {np.std(r.returns):.1f} ({per_seed})"
-    sampled = f"{np.mean(r.sampled):.1f} ± {np.std(r.sampled):.1f} ({', '.join(f'{x:.1f}' for x in r.sampled)})"
     wall = f"{r.wall_s:.0f} (compile {r.compile_s:.0f}, eval {r.eval_s:.0f})"
-    return f"| {game} | {method} | {r.env_steps:,} | {final} | {sampled} | {wall} |"
+    greedy, sampled = over_seeds_cell(r.returns), over_seeds_cell(r.sampled)
+    return f"| {game} | {method} | {r.env_steps:,} | {greedy} | {sampled} | {wall} |"
 
 
 def json_record(game: str, method: str, r: RunResult, episodes: int) -> dict:
@@ -345,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     steps = common_budget(args.steps, args.methods, args.reppo)
     machine = platform.processor() or platform.machine()
-    print(f"MinAtar, {steps:,} env steps, {args.seeds} seeds, {args.eval_episodes} greedy eval episodes per seed; "
+    print(f"MinAtar, {steps:,} env steps, {args.seeds} seeds, {args.eval_episodes} eval episodes per seed and column; "
           f"{machine}, {os.cpu_count()} CPUs, jax {jax.__version__} on {jax.default_backend()}\n")  # fmt: skip
     print("| game | method | env steps | final greedy return mean ± std (per seed) | sampled actions | wall-clock s |")
     print("|---|---|---|---|---|---|")
