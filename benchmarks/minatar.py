@@ -306,8 +306,7 @@ def table_row(game: str, method: str, r: RunResult) -> str:
 def json_record(game: str, method: str, r: RunResult, episodes: int) -> dict:
     return {"game": game, "method": method, "env_steps": r.env_steps, "returns": r.returns,
             "mean": float(np.mean(r.returns)), "std": float(np.std(r.returns)), "sampled": r.sampled,
-            "wall_s": r.wall_s,
-            "compile_s": r.compile_s, "eval_s": r.eval_s, "eval_episodes": episodes,
+            "wall_s": r.wall_s, "compile_s": r.compile_s, "eval_s": r.eval_s, "eval_episodes": episodes,
             "hyperparameters": r.hyperparameters}  # fmt: skip
 
 
